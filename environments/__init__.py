@@ -1,0 +1,1 @@
+"""Environments shipped with nbagent (installed as the `nbagent_environments` package)."""

@@ -1,0 +1,321 @@
+"""The trajectory data contract: one JSON object per finished episode, one per line.
+
+Everything an RL trainer or an analyst needs is recorded here, token-exact where the model server
+returns token ids. This module depends on pydantic only (see DESIGN.md, layer rules).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+
+JSONDict = dict[str, Any]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------------------------------
+# Cell outputs, in nbformat v4 shapes
+# --------------------------------------------------------------------------------------------------
+
+
+class StreamOutput(_Record):
+    """Text written to stdout or stderr."""
+
+    output_type: Literal["stream"] = "stream"
+    name: Literal["stdout", "stderr"]
+    text: str
+
+
+class ExecuteResult(_Record):
+    """The value of the last expression of a cell, as a mime bundle."""
+
+    output_type: Literal["execute_result"] = "execute_result"
+    data: JSONDict
+    metadata: JSONDict = Field(default_factory=dict)
+    execution_count: int | None = None
+
+
+class DisplayData(_Record):
+    """A rich display (plots: ``image/png`` kept as base64 data)."""
+
+    output_type: Literal["display_data"] = "display_data"
+    data: JSONDict
+    metadata: JSONDict = Field(default_factory=dict)
+
+
+class ErrorOutput(_Record):
+    """An exception raised by the cell."""
+
+    output_type: Literal["error"] = "error"
+    ename: str
+    evalue: str
+    traceback: list[str] = Field(default_factory=list)
+
+
+CellOutput = Annotated[
+    StreamOutput | ExecuteResult | DisplayData | ErrorOutput, Field(discriminator="output_type")
+]
+
+
+class CellStatus(StrEnum):
+    """How a cell ended."""
+
+    OK = "ok"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    CRASHED = "crashed"
+
+
+class ToolCallRecord(_Record):
+    """One call of a host tool made by kernel code."""
+
+    name: str
+    args: list[Any] = Field(default_factory=list)
+    kwargs: JSONDict = Field(default_factory=dict)
+    result: Any = None
+    error: str | None = None
+    latency_s: float = 0.0
+
+
+class CellResult(_Record):
+    """The outcome of executing one cell in a kernel."""
+
+    code: str
+    status: CellStatus
+    outputs: list[CellOutput] = Field(default_factory=list)
+    execution_count: int | None = None
+    duration_s: float = 0.0
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    state_lost: bool = False
+    """True when the kernel was restarted during or after this cell (its variables are gone)."""
+    note: str | None = None
+    """A human-readable explanation of an abnormal end (timeout, crash, restart)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is CellStatus.OK
+
+
+# --------------------------------------------------------------------------------------------------
+# Model calls
+# --------------------------------------------------------------------------------------------------
+
+
+class SamplingSettings(_Record):
+    """Sampling parameters sent with every model call."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    extra: JSONDict = Field(default_factory=dict)
+    """Provider-specific request fields passed through unchanged."""
+
+
+class Usage(_Record):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ModelInfo(_Record):
+    """Which model produced an episode."""
+
+    provider: str
+    """`openai`, `litellm`, `local`, `scripted`, ..."""
+    model: str
+    base_url: str | None = None
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    policy_version: int | str | None = None
+
+
+class ModelCall(_Record):
+    """One request to the model and exactly what came back."""
+
+    messages: list[JSONDict]
+    """The chat messages sent, exactly (including an assistant prefill as the last message, if any)."""
+    prefill: str | None = None
+    """Text the assistant turn was started with; the completion continues it."""
+    completion: str
+    """The raw completion text exactly as sampled (never repaired; excludes the prefill)."""
+    prompt_token_ids: list[int] | None = None
+    completion_token_ids: list[int] | None = None
+    completion_logprobs: list[float] | None = None
+    """Behaviour logprob of each completion token, aligned with `completion_token_ids`."""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    latency_s: float = 0.0
+    model: str | None = None
+    """Model name the server reports (e.g. the LoRA adapter that served it)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Steps and episodes
+# --------------------------------------------------------------------------------------------------
+
+
+class Action(_Record):
+    """What the parser made of a completion."""
+
+    kind: Literal["code", "format_error"]
+    think: str | None = None
+    code: str | None = None
+    error: str | None = None
+    """For `format_error`: what was wrong, as told to the model."""
+
+
+class ContextEvent(_Record):
+    """A change the context policy made to the history before a model call."""
+
+    kind: Literal["trim", "summarize"]
+    dropped_steps: list[int] = Field(default_factory=list)
+    tokens_before: int = 0
+    tokens_after: int = 0
+    detail: str | None = None
+
+
+class Step(_Record):
+    """One model call, the action parsed from it, and the cell it ran."""
+
+    index: int
+    model_call: ModelCall
+    action: Action
+    cell: CellResult | None = None
+    observation: str = ""
+    """The text fed back to the model for this step (rendered cell output or a format correction)."""
+    context_events: list[ContextEvent] = Field(default_factory=list)
+    notepad: str | None = None
+    """The notepad rendering included in this step's prompt."""
+
+
+class Termination(StrEnum):
+    """Why an episode ended."""
+
+    SUBMITTED = "submitted"
+    MAX_STEPS = "max_steps"
+    TIMEOUT = "timeout"
+    TOKEN_BUDGET = "token_budget"
+    FORMAT = "format"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+class Reward(_Record):
+    total: float
+    breakdown: dict[str, float] = Field(default_factory=dict)
+
+
+class TaskSpec(_Record):
+    id: str
+    prompt: str
+    references: list[Any] = Field(default_factory=list)
+    metadata: JSONDict = Field(default_factory=dict)
+
+
+class Trajectory(_Record):
+    """A whole episode."""
+
+    schema_version: int = SCHEMA_VERSION
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    task: TaskSpec
+    environment: str | None = None
+    split: str | None = None
+    group_id: str | None = None
+    sample_index: int = 0
+    model: ModelInfo
+    system_prompt: str = ""
+    steps: list[Step] = Field(default_factory=list)
+    final_answer: Any = None
+    termination: Termination
+    error: str | None = None
+    reward: Reward | None = None
+    started_at: float = 0.0
+    """Unix time."""
+    wall_s: float = 0.0
+    versions: dict[str, str] = Field(default_factory=dict)
+    metadata: JSONDict = Field(default_factory=dict)
+
+    def to_json_line(self) -> str:
+        return self.model_dump_json(exclude_none=False) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading and writing JSONL
+# --------------------------------------------------------------------------------------------------
+
+
+class CorruptTrajectoryError(ValueError):
+    """A line of a trajectory file could not be parsed."""
+
+    def __init__(self, path: Path, line_no: int, reason: str) -> None:
+        super().__init__(
+            f"{path}:{line_no}: corrupt trajectory record ({reason}). "
+            "Pass on_error='skip' to skip bad lines, or repair or delete that line."
+        )
+        self.path = path
+        self.line_no = line_no
+        self.reason = reason
+
+
+class TrajectoryWriter:
+    """Appends one trajectory per line and flushes it, so a crash loses at most the episode in flight."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
+        self.count = 0
+
+    def write(self, trajectory: Trajectory) -> None:
+        self._file.write(trajectory.to_json_line())
+        self._file.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> TrajectoryWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_trajectories(
+    path: str | Path, on_error: Literal["raise", "skip"] = "raise"
+) -> Iterator[Trajectory]:
+    """Stream the trajectories of a JSONL file.
+
+    A corrupt line raises `CorruptTrajectoryError` naming the file and line, or is skipped (with
+    ``on_error="skip"``). A final line without a newline (a write cut short) is treated the same way.
+    """
+    p = Path(path)
+    with p.open("r", encoding="utf-8", errors="replace") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+                if not isinstance(data, dict):
+                    raise ValueError("not a JSON object")
+                version = data.get("schema_version")
+                if version != SCHEMA_VERSION:
+                    raise ValueError(f"schema_version {version!r}, this nbagent reads {SCHEMA_VERSION}")
+                yield Trajectory.model_validate(data)
+            except (ValueError, ValidationError) as exc:
+                if on_error == "skip":
+                    continue
+                reason = str(exc).splitlines()[0]
+                raise CorruptTrajectoryError(p, line_no, reason) from exc

@@ -1,0 +1,1 @@
+"""nbagent_train: RL fine-tuning from nbagent trajectories."""
