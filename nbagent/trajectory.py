@@ -275,8 +275,21 @@ class TrajectoryWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        torn = self._ends_mid_line(self.path)
         self._file = self.path.open("a", encoding="utf-8")
+        if torn:
+            # A previous writer died mid-record: end that fragment's line so the next record stays whole
+            # (readers report or skip the fragment as one corrupt line).
+            self._file.write("\n")
         self.count = 0
+
+    @staticmethod
+    def _ends_mid_line(path: Path) -> bool:
+        if not path.exists() or path.stat().st_size == 0:
+            return False
+        with path.open("rb") as f:
+            f.seek(-1, 2)
+            return f.read(1) != b"\n"
 
     def write(self, trajectory: Trajectory) -> None:
         self._file.write(trajectory.to_json_line())
@@ -293,9 +306,7 @@ class TrajectoryWriter:
         self.close()
 
 
-def read_trajectories(
-    path: str | Path, on_error: Literal["raise", "skip"] = "raise"
-) -> Iterator[Trajectory]:
+def read_trajectories(path: str | Path, on_error: Literal["raise", "skip"] = "raise") -> Iterator[Trajectory]:
     """Stream the trajectories of a JSONL file.
 
     A corrupt line raises `CorruptTrajectoryError` naming the file and line, or is skipped (with
