@@ -17,3 +17,25 @@ class ToolError(NBAgentError):
 
 class ConfigError(NBAgentError):
     """A setting is missing or invalid."""
+
+
+class ToolDefinitionError(ToolError):
+    """A function cannot be made into a tool (missing annotations, bad name, unresolvable types)."""
+
+
+class ToolArgumentError(ToolError):
+    """A tool was called with arguments that do not fit its signature or types."""
+
+
+class ToolExecutionError(ToolError):
+    """A tool's own function raised; carries the original exception's type name and message."""
+
+    def __init__(self, tool: str, error_type: str, error_message: str) -> None:
+        super().__init__(f"tool {tool!r} failed with {error_type}: {error_message}")
+        self.tool = tool
+        self.error_type = error_type
+        self.error_message = error_message
+
+
+class ToolResultError(ToolError):
+    """A tool returned a value that cannot be sent back as JSON."""
