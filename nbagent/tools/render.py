@@ -14,6 +14,7 @@ import typing
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, ForwardRef, Literal, TypeVar, Union, get_args, get_origin
 
+import typing_extensions
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
@@ -68,7 +69,7 @@ def is_structured_type(annotation: Any) -> bool:
     return isinstance(annotation, type) and (
         issubclass(annotation, BaseModel)
         or dataclasses.is_dataclass(annotation)
-        or typing.is_typeddict(annotation)
+        or typing_extensions.is_typeddict(annotation)
     )
 
 

@@ -169,8 +169,12 @@ class Tool:
         fields: dict[str, Any] = {}
         for index, param in enumerate(self.signature.parameters.values()):
             default = ... if param.default is param.empty else param.default
-            description = None if _described_by_annotation(param.annotation) else descriptions.get(param.name)
-            field = Field(default, alias=param.name, description=description)
+            described = param.name in descriptions and not _described_by_annotation(param.annotation)
+            field = (
+                Field(default, alias=param.name, description=descriptions[param.name])
+                if described
+                else Field(default, alias=param.name)
+            )
             fields[f"p{index}"] = (param.annotation, field)
         try:
             return create_model(
