@@ -1,0 +1,102 @@
+"""The QA environment's tools, as nbagent tools: web search, a page reader and offline corpus search.
+
+Each factory returns a configured `Tool`. The tools run in the host process; kernel code calls them
+through generated stubs, so API keys and HTTP clients never enter the kernel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypedDict
+
+from nbagent_environments.qa.corpus import CorpusIndex
+from nbagent_environments.qa.search import WebSearch
+from nbagent_environments.qa.webpage import WebpageReader
+
+from nbagent.errors import ToolError
+from nbagent.tools import Tool, tool
+
+__all__ = ["Passage", "corpus_search_tool", "read_webpage_tool", "web_search_tool"]
+
+
+class Passage(TypedDict):
+    """A passage of the local corpus."""
+
+    id: str
+    title: str
+    text: str
+    score: float
+
+
+def web_search_tool(
+    provider: str = "serper",
+    *,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+    max_results: int = 5,
+    budget_chars: int = 1000,
+    timeout_s: float = 20.0,
+) -> Tool:
+    """`web_search(query)` through `provider` (serper, tavily, brave or searxng).
+
+    The API key is read from the host environment variable `api_key_env` (the provider's usual one by
+    default: SERPER_API_KEY, TAVILY_API_KEY, BRAVE_API_KEY; SearXNG needs SEARXNG_URL instead).
+    """
+    search = WebSearch(
+        provider,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        max_results=max_results,
+        budget_chars=budget_chars,
+        timeout_s=timeout_s,
+    )
+
+    @tool
+    async def web_search(query: str) -> str:
+        """Search the web and return the top results (title, URL, snippet) as text.
+
+        Args:
+            query: What to search for, like a search-engine query.
+        """
+        return await search(query)
+
+    return web_search
+
+
+def read_webpage_tool(*, budget_chars: int = 50_000, timeout_s: float = 20.0) -> Tool:
+    """`read_webpage(url)`: the page as markdown, cut to `budget_chars`."""
+    reader = WebpageReader(budget_chars=budget_chars, timeout_s=timeout_s)
+
+    @tool
+    async def read_webpage(url: str) -> str:
+        """Fetch a web page and return its content as markdown (long pages are cut; keep it in a variable
+        and print the parts you need).
+
+        Args:
+            url: The page's http:// or https:// address.
+        """
+        return await reader(url)
+
+    return read_webpage
+
+
+def corpus_search_tool(corpus: str | Path, *, max_k: int = 20) -> Tool:
+    """`search_corpus(query, k=5)`: BM25 search over a JSONL corpus of ``{"id","title","text"}``.
+
+    The index is built when the tool is made (once per corpus file and process, cached on disk).
+    """
+    index = CorpusIndex.for_file(corpus)
+
+    @tool
+    def search_corpus(query: str, k: int = 5) -> list[Passage]:
+        """Search the document collection and return the k best-matching passages, best first.
+
+        Args:
+            query: Keywords or a question; names of people, places and things work best.
+            k: How many passages to return (1 to 20).
+        """
+        if not 1 <= k <= max_k:
+            raise ToolError(f"search_corpus: k must be between 1 and {max_k}, got {k}")
+        return [Passage(**hit) for hit in index.search(query, k)]
+
+    return search_corpus
