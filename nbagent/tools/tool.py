@@ -293,7 +293,8 @@ class Tool:
         Raises `ToolArgumentError` before calling when the arguments do not fit, `ToolExecutionError` when
         the function raises (its `ToolError`s pass through unchanged), and `ToolResultError` when the
         result is not JSON-serializable. A sync function runs in a worker thread unless `run_in_thread`
-        is off; an async one is awaited.
+        is off (when the call is cancelled, the thread is left to finish on its own); an async one is
+        awaited.
         """
         if self.takes_ctx and ctx is None:
             raise ToolError(
@@ -306,8 +307,9 @@ class Tool:
             if self.is_async:
                 result = await self.function(*call_args, **bound.kwargs)
             elif self.run_in_thread:
+                # On cancellation (a cell timeout) stop waiting; a stuck function cannot hold the run.
                 result = await anyio.to_thread.run_sync(
-                    functools.partial(self.function, *call_args, **bound.kwargs)
+                    functools.partial(self.function, *call_args, **bound.kwargs), abandon_on_cancel=True
                 )
             else:
                 result = self.function(*call_args, **bound.kwargs)

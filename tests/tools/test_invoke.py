@@ -275,3 +275,23 @@ def _with_tuples(value: Any) -> Any:
 @given(value=_json)
 def test_tuples_come_back_as_lists(value: Any) -> None:
     assert anyio.run(echo.invoke, [_with_tuples(value)]) == value
+
+
+async def test_cancelling_a_call_does_not_wait_for_a_stuck_sync_function() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    @tool
+    def stuck() -> str:
+        """Blocks until released."""
+        started.set()
+        release.wait()
+        return "done"
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+            group.start_soon(stuck.invoke)
+            await anyio.to_thread.run_sync(started.wait)
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert not release.is_set()
+    release.set()
