@@ -31,6 +31,21 @@ class Toolset:
                     "@tool(name=...)"
                 )
             self._tools[built.name] = built
+        self._types = self._collect_types()
+
+    def _collect_types(self) -> list[type]:
+        """The structured types all tools use, each once; two different types may not share a name."""
+        types: dict[str, type] = {}
+        for item in self:
+            for cls in item.structured_types:
+                seen = types.setdefault(cls.__name__, cls)
+                if seen is not cls:
+                    both = f"{_dotted(seen)} and {_dotted(cls)}"
+                    raise ToolDefinitionError(
+                        f"two different types are named {cls.__name__!r} ({both}); the prompt would show "
+                        "both under one name: rename one"
+                    )
+        return list(types.values())
 
     @classmethod
     def merge(cls, *toolsets: Iterable[ToolLike]) -> Toolset:
@@ -63,12 +78,13 @@ class Toolset:
 
     def render_stubs(self) -> str:
         """The stubs of all tools for the prompt, each structured type they use rendered once, first."""
-        types: list[type] = []
-        for item in self:
-            types.extend(cls for cls in item.structured_types if cls not in types)
-        blocks = [render_type(cls) for cls in types]
+        blocks = [render_type(cls) for cls in self._types]
         blocks.extend(item.render_stub(include_types=False) for item in self)
         return "\n\n".join(blocks)
 
     def __repr__(self) -> str:
         return f"Toolset({self.names})"
+
+
+def _dotted(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

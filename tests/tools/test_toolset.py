@@ -64,3 +64,25 @@ def test_render_stubs_joins_the_stubs_in_order() -> None:
     tools = Toolset([add, multiply])
     assert tools.render_stubs() == add.render_stub() + "\n\n" + tools.get("multiply").render_stub()
     assert Toolset().render_stubs() == ""
+
+
+def test_two_types_with_one_name_are_refused() -> None:
+    from pydantic import BaseModel
+
+    def make(field: str) -> Tool:
+        class Item(BaseModel):
+            value: int
+
+        Item.__qualname__ = f"Item_{field}"
+
+        def handle(item: Item) -> int:
+            return item.value
+
+        handle.__name__ = f"handle_{field}"
+        handle.__annotations__ = {"item": Item, "return": int}  # this module's annotations are strings
+        return Tool(handle)
+
+    first, second = make("a"), make("b")
+    assert Toolset([first]).render_stubs().startswith("class Item(TypedDict):")
+    with pytest.raises(ToolDefinitionError, match="two different types are named 'Item'"):
+        Toolset([first, second])
