@@ -1,0 +1,298 @@
+"""Per-iteration metrics of an RL run: what the episodes did, written to JSONL, TensorBoard, wandb and PNG.
+
+`episode_metrics` summarizes one iteration's trajectories (reward, success, length, terminations,
+tokens); `MetricsLog` appends one flat record per iteration to ``metrics.jsonl`` (the source of truth)
+and mirrors it to TensorBoard and, when configured, wandb; `plot_metrics` draws ``reward.png`` and
+``metrics.png`` from the JSONL file (matplotlib, Agg backend: no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from nbagent.trajectory import Trajectory
+
+logger = logging.getLogger("nbagent_train")
+
+METRICS_FILE = "metrics.jsonl"
+
+Record = dict[str, Any]
+
+
+def episode_metrics(
+    trajectories: Sequence[Trajectory], *, success_key: str = "answer", success_threshold: float = 1.0
+) -> Record:
+    """Reward, success, length, termination and token statistics of one batch of episodes.
+
+    An episode succeeds when its reward breakdown's `success_key` (else its total) reaches
+    `success_threshold`. Episodes without a reward count as reward 0 here and in ``unscored``.
+    """
+    rewards = [t.reward.total if t.reward is not None else 0.0 for t in trajectories]
+    n = len(trajectories)
+    out: Record = {
+        "episodes": n,
+        "unscored": sum(1 for t in trajectories if t.reward is None),
+        "reward_mean": statistics.fmean(rewards) if rewards else 0.0,
+        "reward_std": statistics.pstdev(rewards) if rewards else 0.0,
+        "reward_min": min(rewards, default=0.0),
+        "reward_max": max(rewards, default=0.0),
+        "success_rate": _success_rate(trajectories, success_key, success_threshold),
+    }
+    parts: dict[str, list[float]] = {}
+    for t in trajectories:
+        for key, value in (t.reward.breakdown if t.reward is not None else {}).items():
+            parts.setdefault(key, []).append(float(value))
+    for key, values in sorted(parts.items()):
+        out[f"reward/{key}"] = statistics.fmean(values)
+    steps = [len(t.steps) for t in trajectories]
+    out["steps_mean"] = statistics.fmean(steps) if steps else 0.0
+    out["steps_max"] = max(steps, default=0)
+    terminations = Counter(t.termination.value for t in trajectories)
+    for reason, count in sorted(terminations.items()):
+        out[f"termination/{reason}"] = count / n
+    prompt = completion = calls = 0
+    format_errors = cell_errors = cells = 0
+    for t in trajectories:
+        for step in t.steps:
+            calls += 1
+            call = step.model_call
+            prompt += (
+                len(call.prompt_token_ids) if call.prompt_token_ids is not None else _usage(call, "prompt")
+            )
+            completion += (
+                len(call.completion_token_ids)
+                if call.completion_token_ids is not None
+                else _usage(call, "completion")
+            )
+            format_errors += step.action.kind == "format_error"
+            if step.cell is not None:
+                cells += 1
+                cell_errors += not step.cell.ok
+    out["tokens/prompt"] = prompt
+    out["tokens/completion"] = completion
+    out["tokens/completion_per_call"] = completion / calls if calls else 0.0
+    out["format_error_rate"] = format_errors / calls if calls else 0.0
+    out["cell_error_rate"] = cell_errors / cells if cells else 0.0
+    wall = [t.wall_s for t in trajectories]
+    out["episode_wall_s_mean"] = statistics.fmean(wall) if wall else 0.0
+    return out
+
+
+def _usage(call: Any, kind: str) -> int:
+    usage = call.usage
+    if usage is None:
+        return 0
+    return int(usage.prompt_tokens if kind == "prompt" else usage.completion_tokens)
+
+
+def _success_rate(trajectories: Sequence[Trajectory], key: str, threshold: float) -> float:
+    if not trajectories:
+        return 0.0
+    hits = 0
+    for t in trajectories:
+        if t.reward is None:
+            continue
+        value = t.reward.breakdown.get(key, t.reward.total)
+        hits += value >= threshold
+    return hits / len(trajectories)
+
+
+# --------------------------------------------------------------------------------------------------
+# Logging
+# --------------------------------------------------------------------------------------------------
+
+
+def read_metrics(path: str | Path) -> list[Record]:
+    """The records of a ``metrics.jsonl`` file (a torn last line, from a kill mid-write, is skipped)."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    records = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            logger.warning("%s: skipping an unreadable metrics line (a write cut short?)", p)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+class MetricsLog:
+    """Appends one record per iteration to ``metrics.jsonl`` and mirrors numbers to TensorBoard / wandb.
+
+    `first_iteration` is where this process starts writing: TensorBoard events from a previous, killed
+    process at or after that iteration are purged, so a resumed run shows one clean curve.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        first_iteration: int = 0,
+        tensorboard: bool = True,
+        wandb_project: str | None = None,
+        wandb_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / METRICS_FILE
+        self._tb: Any = None
+        self._wandb: Any = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=first_iteration)
+        if wandb_project:
+            try:
+                import wandb
+            except ImportError as exc:
+                raise ImportError(
+                    "loop.wandb_project is set but wandb is not installed: pip install wandb, or unset it"
+                ) from exc
+            self._wandb = wandb.init(
+                project=wandb_project,
+                name=self.run_dir.name,
+                dir=str(self.run_dir),
+                config=wandb_config,
+                resume="allow",
+                id=self.run_dir.name.replace(":", "-"),
+            )
+
+    def log(self, record: Record) -> None:
+        """Append `record` (must hold ``iteration``) and flush it; numbers also go to TensorBoard/wandb."""
+        step = int(record["iteration"])
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=False) + "\n")
+            f.flush()
+        numbers = {k: float(v) for k, v in record.items() if _is_number(v) and k != "iteration"}
+        if self._tb is not None:
+            for key, value in numbers.items():
+                self._tb.add_scalar(key, value, step)
+            self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log(numbers, step=step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------------------------------
+
+_PANELS: list[tuple[str, list[str]]] = [
+    ("success rate", ["success_rate"]),
+    ("reward parts", ["reward/*"]),
+    ("steps per episode", ["steps_mean"]),
+    ("terminations (share)", ["termination/*"]),
+    ("tokens per iteration", ["tokens/prompt", "tokens/completion"]),
+    ("error rates", ["format_error_rate", "cell_error_rate"]),
+    ("phase times (s)", ["time/rollout_s", "time/train_s", "time/publish_s", "time/checkpoint_s"]),
+    ("policy loss", ["train/loss"]),
+    ("KL / entropy", ["train/kl", "train/entropy"]),
+]
+
+
+def _series(records: Sequence[Record], pattern: str) -> dict[str, tuple[list[int], list[float]]]:
+    keys: Iterable[str]
+    if pattern.endswith("*"):
+        prefix = pattern[:-1]
+        keys = sorted({k for r in records for k in r if k.startswith(prefix)})
+    else:
+        keys = [pattern]
+    out = {}
+    for key in keys:
+        points = [(int(r["iteration"]), float(r[key])) for r in records if _is_number(r.get(key))]
+        if points:
+            out[key] = ([p[0] for p in points], [p[1] for p in points])
+    return out
+
+
+def rolling_mean(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over up to `window` values (shorter at the start)."""
+    out = []
+    for i in range(len(values)):
+        chunk = values[max(0, i - window + 1) : i + 1]
+        out.append(sum(chunk) / len(chunk))
+    return out
+
+
+def plot_metrics(run_dir: str | Path, *, window: int = 5) -> list[Path]:
+    """Draw ``reward.png`` (mean, std band, rolling mean) and ``metrics.png`` from ``metrics.jsonl``.
+
+    Returns the files written (none when there is no record yet).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = Path(run_dir)
+    records = sorted(read_metrics(run / METRICS_FILE), key=lambda r: int(r["iteration"]))
+    if not records:
+        return []
+    written = []
+    its = [int(r["iteration"]) for r in records]
+    mean = [float(r.get("reward_mean", 0.0)) for r in records]
+    std = [float(r.get("reward_std", 0.0)) for r in records]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.fill_between(
+        its,
+        [m - s for m, s in zip(mean, std, strict=True)],
+        [m + s for m, s in zip(mean, std, strict=True)],
+        alpha=0.2,
+        label="± std",
+    )
+    ax.plot(its, mean, marker="o", markersize=3, label="reward mean")
+    ax.plot(its, rolling_mean(mean, window), linewidth=2, label=f"rolling mean ({window})")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training reward")
+    ax.set_title(f"{run.name}: training reward")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = run / "reward.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    fig, axes = plt.subplots(3, 3, figsize=(14, 10))
+    for ax, (title, patterns) in zip(axes.flat, _PANELS, strict=True):
+        drawn = False
+        for pattern in patterns:
+            for key, (x, y) in _series(records, pattern).items():
+                ax.plot(x, y, marker=".", label=key)
+                drawn = True
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    path = run / "metrics.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    written.append(path)
+    return written
