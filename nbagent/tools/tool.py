@@ -64,6 +64,7 @@ class Tool:
     - `signature`: the function's signature with resolved annotations, minus a leading `RunContext`.
     - `docstring`: the docstring shown in the stub.
     - `takes_ctx`: whether the function's first parameter receives the `RunContext`.
+    - `is_async`: whether the function is a coroutine function (awaited rather than run in a thread).
     - `run_in_thread`: whether a sync function runs in a worker thread, keeping the event loop free.
     """
 
@@ -105,7 +106,8 @@ class Tool:
         self._arguments = self._arguments_model(doc.params)
         try:
             schema = self._arguments.model_json_schema(by_alias=True, schema_generator=_ToolJsonSchema)
-            self.structured_types = structured_types([*self._annotations(), self.signature.return_annotation])
+            annotations = [param.annotation for param in self.signature.parameters.values()]
+            self.structured_types = structured_types([*annotations, self.signature.return_annotation])
             self._stub = self._render_def()
         except (PydanticUserError, NameError, TypeError) as exc:
             raise ToolDefinitionError(f"tool {self.name!r} cannot describe its types: {exc}") from exc
@@ -161,9 +163,6 @@ class Tool:
                 raise ToolDefinitionError(
                     f"tool {self.name!r}: the RunContext parameter {param.name!r} must be the first parameter"
                 )
-
-    def _annotations(self) -> list[Any]:
-        return [param.annotation for param in self.signature.parameters.values()]
 
     def _arguments_model(self, descriptions: Mapping[str, str]) -> type[BaseModel]:
         fields: dict[str, Any] = {}
