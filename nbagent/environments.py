@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import re
 from abc import ABC, abstractmethod
@@ -147,8 +148,11 @@ def _factory_for(name: str) -> EnvironmentFactory:
     if name in entry_points:
         loaded: EnvironmentFactory = entry_points[name].load()
         return loaded
-    if re.fullmatch(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?", name) and ("." in name or ":" in name):
-        module_name, _, attr = name.partition(":")
+    module_name, _, attr = name.partition(":")
+    explicit = "." in name or ":" in name
+    if re.fullmatch(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?", name) and (
+        explicit or importlib.util.find_spec(module_name) is not None
+    ):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:

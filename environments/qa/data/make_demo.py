@@ -369,7 +369,7 @@ def person_text(p: Person, rng: random.Random) -> str:
     subj = p.pronoun.capitalize()
     text = rng.choice(
         [
-            f"{p.name} ({p.born}-{p.died}) was a Calvessan {p.profession}, born in {p.birthplace.name}.",
+            f"{p.name} ({p.born} to {p.died}) was a Calvessan {p.profession}, born in {p.birthplace.name}.",
             f"{p.name} was {_a(p.profession)} from Calvessa. "
             f"{subj} was born in {p.birthplace.name} in {p.born} and died in {p.died}.",
         ]
