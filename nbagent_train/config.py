@@ -1,0 +1,280 @@
+"""The training configuration: one pydantic model, loadable from YAML, that every CLI flag maps onto.
+
+A recipe file holds any subset of the fields below (nested by section); CLI flags and ``--set
+section.field=value`` overrides are applied on top, then the whole is validated once. A bad value or an
+unknown name raises `TrainConfigError` naming the field (``loss.clip_low``) and the file it came from.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nbagent_train.errors import TrainConfigError
+
+Estimator = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"]
+Aggregation = Literal["token_mean", "sequence_mean", "constant"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SampleConfig(_Section):
+    """How trajectories become training samples (see docs/training.md, "From trajectories to samples")."""
+
+    mode: Literal["per_step", "merged"] = "per_step"
+    """`per_step`: one sample per model call (as L0). `merged`: consecutive steps whose prompt extends the
+    previous prompt + completion exactly become one sequence, observation tokens masked."""
+    max_prompt_tokens: int | None = Field(16384, gt=0)
+    max_completion_tokens: int | None = Field(3072, gt=0)
+    prompt_overflow: Literal["drop", "truncate_left"] = "drop"
+    """What to do with a prompt longer than `max_prompt_tokens`: drop the sample (default: the model never
+    saw a shorter context) or keep its last `max_prompt_tokens` tokens."""
+    allow_retokenized: bool = True
+    """Steps recorded without token ids are re-tokenized with the policy's chat template (and warned
+    about); False refuses them with an error instead."""
+    missing_reward: Literal["error", "zero", "drop"] = "error"
+    """An episode without a reward: stop with an error, train on it with reward 0, or drop it (counted)."""
+
+
+class AdvantageConfig(_Section):
+    """Which advantage estimator, and its settings."""
+
+    estimator: Estimator = "grpo"
+    scale_std: bool = True
+    """GRPO only: divide the group-centred reward by the group's standard deviation (+1e-4, as TRL)."""
+    gamma: float = Field(0.95, ge=0.0, le=1.0)
+    """REINFORCE++ only: per-step discount of the return (G_t = r_t + gamma * G_{t+1})."""
+    whiten: bool = True
+    """REINFORCE++ only: whiten the returns over the batch (mean 0, std 1, weighted by scored tokens)."""
+    dynamic_sampling: bool = False
+    """Drop groups whose rewards are all equal (no learning signal), as DAPO / L0."""
+    dynamic_sampling_p: float = Field(1.0, ge=0.0, le=1.0)
+    """Probability with which each zero-variance group is dropped (L0 uses 0.5)."""
+
+
+class LossConfig(_Section):
+    """The policy loss; names and defaults follow TRL's GRPOConfig where the option exists there."""
+
+    clip_low: float = Field(0.2, ge=0.0)
+    clip_high: float = Field(0.2, ge=0.0)
+    aggregation: Aggregation | None = None
+    """`token_mean` (every scored token weighs the same; TRL's `dapo`), `sequence_mean` (TRL's `grpo`),
+    `constant` (Dr. GRPO: sum / (sequences * constant_normalizer)). Default: `constant` for dr_grpo,
+    `token_mean` otherwise."""
+    constant_normalizer: int | None = Field(None, gt=0)
+    """Tokens per sequence in the `constant` normalizer; default `samples.max_completion_tokens`."""
+    kl_coef: float = Field(0.0, ge=0.0)
+    """Weight of the KL-to-reference loss term (0 disables it and the reference forward pass)."""
+    kl_estimator: Literal["k1", "k3"] = "k3"
+    kl_ratio_correction: bool = False
+    """Multiply the per-token KL by the policy ratio (TRL's `use_bias_correction_kl`)."""
+    is_correction: bool = True
+    """Truncated importance sampling against the behaviour logprobs recorded by the server."""
+    is_mode: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = "token_truncate"
+    is_cap: float | None = Field(2.0, gt=0.0)
+    is_floor: float | None = Field(None, ge=0.0)
+    temperature: float = Field(1.0, gt=0.0)
+    """Sampling temperature the behaviour policy used; logits are divided by it (as TRL does)."""
+
+
+class LoraSettings(_Section):
+    """LoRA through PEFT; `rank: 0` trains all weights instead."""
+
+    rank: int = Field(16, ge=0)
+    alpha: float | None = Field(None, gt=0.0)
+    """Default: twice the rank."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class OptimConfig(_Section):
+    """AdamW and its schedule."""
+
+    learning_rate: float = Field(1e-5, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    adam_beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    adam_epsilon: float = Field(1e-8, gt=0.0)
+    max_grad_norm: float | None = Field(1.0, gt=0.0)
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+
+
+class RunConfig(_Section):
+    """Batching, precision, checkpoints and logging."""
+
+    micro_batch_tokens: int = Field(8192, gt=0)
+    """Gradient accumulation by token budget: a forward pass holds at most this many (padded) tokens."""
+    batch_groups: int | None = Field(None, gt=0)
+    """`fit`: task groups per RL batch (default: all groups in one batch)."""
+    mini_batches: int = Field(1, gt=0)
+    """Optimizer steps per RL batch (the batch is split into this many parts)."""
+    ppo_epochs: int = Field(1, gt=0)
+    """Passes over each RL batch (TRL's `num_iterations`); >1 makes the PPO clip matter."""
+    epochs: int = Field(1, gt=0)
+    """`fit`: passes over the whole trajectory set."""
+    max_steps: int | None = Field(None, gt=0)
+    """Stop after this many optimizer steps."""
+    seed: int = 0
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights' dtype; `auto` is bfloat16 on a GPU that supports it, float32 otherwise."""
+    gradient_checkpointing: bool = False
+    save_every: int = Field(0, ge=0)
+    """Write a resumable checkpoint every N optimizer steps (0: only at the end)."""
+    keep_checkpoints: int = Field(2, gt=0)
+    log_entropy: bool = True
+    tensorboard: bool = True
+
+
+class TrainConfig(BaseModel):
+    """Everything `nbagent-train fit` needs. Subclass it (extra sections) for other commands."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: str = ""
+    """Policy: a Hugging Face folder (or hub name where the hub is reachable)."""
+    tokenizer: str | None = None
+    """Tokenizer folder when it differs from `model` (used only to re-tokenize steps without ids)."""
+    trajectories: list[Path] = Field(default_factory=list)
+    out: Path | None = None
+    backend: str = "trl"
+    export_merged: bool = False
+    """LoRA runs: also write the merged full checkpoint next to the adapter."""
+    samples: SampleConfig = Field(default_factory=SampleConfig)
+    advantage: AdvantageConfig = Field(default_factory=AdvantageConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _check_clip_and_is(self) -> TrainConfig:
+        cap, floor = self.loss.is_cap, self.loss.is_floor
+        if cap is not None and floor is not None and floor > cap:
+            raise ValueError(f"loss.is_floor ({floor}) is above loss.is_cap ({cap})")
+        return self
+
+    @property
+    def aggregation(self) -> Aggregation:
+        """The loss aggregation in effect (the estimator's natural one unless set)."""
+        if self.loss.aggregation is not None:
+            return self.loss.aggregation
+        return "constant" if self.advantage.estimator == "dr_grpo" else "token_mean"
+
+    @property
+    def constant_normalizer(self) -> int:
+        value = self.loss.constant_normalizer or self.samples.max_completion_tokens
+        if value is None:
+            raise TrainConfigError(
+                "loss.constant_normalizer: the `constant` aggregation needs a token count; set "
+                "loss.constant_normalizer or samples.max_completion_tokens"
+            )
+        return value
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data["a"]["b"] = value`` for ``dotted == "a.b"``, creating sections as needed."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise TrainConfigError(f"{dotted}: `{part}` is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"loss.kl_coef=0.001"`` -> ``("loss.kl_coef", 0.001)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise TrainConfigError(f"--set {text!r}: write it as section.field=value, e.g. loss.kl_coef=0.001")
+    return key.strip(), yaml.safe_load(raw)
+
+
+def _field_names(cls: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:
+    """Valid field names at `path` inside `cls` (for "did you mean" hints)."""
+    current: Any = cls
+    for part in path:
+        fields = getattr(current, "model_fields", None)
+        if fields is None or part not in fields:
+            return []
+        current = fields[part].annotation
+    fields = getattr(current, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _describe(exc: ValidationError, cls: type[BaseModel], source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        name = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            known = _field_names(cls, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f" (did you mean `{close[0]}`?)" if close else f" (known: {', '.join(known)})"
+            lines.append(f"{name}: unknown field{hint}")
+        else:
+            value = err.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"{name}: {err['msg']}{shown}")
+    return f"invalid training config from {source}:\n  " + "\n  ".join(lines)
+
+
+def build_config(
+    data: dict[str, Any], *, cls: type[ConfigT] = TrainConfig, source: str = "arguments"
+) -> ConfigT:
+    """Validate a nested dict into `cls`, turning validation errors into one `TrainConfigError`."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise TrainConfigError(_describe(exc, cls, source)) from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a YAML recipe (not yet validated)."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TrainConfigError(f"cannot read config {p}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise TrainConfigError(f"{p} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TrainConfigError(f"{p}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    cls: type[ConfigT] = TrainConfig,
+) -> ConfigT:
+    """Read a YAML recipe (optional), apply dotted overrides, validate.
+
+    >>> cfg = load_config(None, {"advantage.estimator": "rloo", "lora.rank": 8})
+    >>> cfg.advantage.estimator, cfg.lora.rank
+    ('rloo', 8)
+    """
+    data = read_config_file(path) if path is not None else {}
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    source = f"{path} and command-line flags" if path is not None else "command-line flags"
+    return build_config(data, cls=cls, source=source)
+
+
+def dump_config(config: BaseModel, path: str | Path) -> None:
+    """Write the resolved config as YAML (round-trips through `load_config`)."""
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
