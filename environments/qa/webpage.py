@@ -21,7 +21,19 @@ class PageError(ToolError):
     """A page could not be fetched or read."""
 
 
-_SKIP = {"script", "style", "noscript", "template", "svg", "iframe", "head", "button", "select"}
+_SKIP = {
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "svg",
+    "iframe",
+    "head",
+    "title",
+    "nav",
+    "button",
+    "select",
+}
 _BLOCK = {
     "p", "div", "section", "article", "main", "header", "footer", "nav", "aside", "figure", "figcaption",
     "form", "fieldset", "dl", "dt", "dd", "address", "details", "summary", "body", "html",
@@ -49,8 +61,8 @@ class _Converter(HTMLParser):
     def _emit(self, text: str) -> None:
         self._buffers[-1].append(text)
 
-    def _break(self, blank: bool = True) -> None:
-        self._emit("\n\n" if blank else "\n")
+    def _break(self) -> None:
+        self._emit("\n\n")
 
     def _prefix(self) -> str:
         return "> " * self._quote_depth
@@ -91,8 +103,9 @@ class _Converter(HTMLParser):
             self._break()
             self._emit(self._prefix())
         elif tag in ("ul", "ol"):
+            if not self._lists:  # a nested list starts on its parent item's next line, through <li>
+                self._break()
             self._lists.append([tag == "ol", 1])
-            self._break(blank=not self._lists[:-1])
         elif tag == "li":
             indent = "  " * max(0, len(self._lists) - 1)
             marker = "- "
@@ -142,7 +155,8 @@ class _Converter(HTMLParser):
             self._break()
         elif tag in ("ul", "ol") and self._lists:
             self._lists.pop()
-            self._break(blank=not self._lists)
+            if not self._lists:
+                self._break()
         elif tag == "a" and self._links:
             self._close_link()
         elif tag in ("td", "th") and self._rows and len(self._buffers) > 1:
