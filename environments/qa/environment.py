@@ -140,9 +140,9 @@ class QAEnvironment(BaseEnvironment):
         elif kind == "splits":
             loaded = {split: load_qa_file(path) for split, path in arg.items()}
         else:
-            loaded = load_hub_dataset(arg, config=self.hub_config)
-            if len(loaded) == 1:  # one release split (e.g. SimpleQA's test set): re-split it
-                loaded = next(iter(loaded.values()))
+            hub = load_hub_dataset(arg, config=self.hub_config)
+            # one release split (e.g. SimpleQA's test set) is re-split; several are used as they are
+            loaded = next(iter(hub.values())) if len(hub) == 1 else hub
         if isinstance(loaded, dict):
             return {split: [self._with_prompt(t) for t in tasks] for split, tasks in loaded.items()}
         return [self._with_prompt(t) for t in loaded]

@@ -154,8 +154,8 @@ def _generic(row: dict[str, Any], dataset: str) -> TaskSpec:
     answers = _as_list(low.get("golden_answers") or low.get("answers") or low.get("answer"))
     raw_id = low.get("id") or low.get("_id")
     task_id = _prefixed(dataset, raw_id) if raw_id not in (None, "") else _question_id(dataset, question)
-    extra = low.get("metadata") if isinstance(low.get("metadata"), dict) else {}
-    return _task(task_id, question, answers, dataset, extra)
+    extra = low.get("metadata")
+    return _task(task_id, question, answers, dataset, extra if isinstance(extra, dict) else {})
 
 
 def _task(

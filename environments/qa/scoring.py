@@ -180,7 +180,7 @@ class SimpleQAGrader:
         cls, model: str, base_url: str | None = None, api_key: str | None = None
     ) -> SimpleQAGrader:
         """A grader that calls `model` on an OpenAI-compatible server (the OpenAI API by default)."""
-        from nbagent.models import OpenAIModel
+        from nbagent.models.openai import OpenAIModel
 
         return cls(OpenAIModel(model, base_url=base_url, api_key=api_key))
 

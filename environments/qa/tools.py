@@ -97,6 +97,9 @@ def corpus_search_tool(corpus: str | Path, *, max_k: int = 20) -> Tool:
         """
         if not 1 <= k <= max_k:
             raise ToolError(f"search_corpus: k must be between 1 and {max_k}, got {k}")
-        return [Passage(**hit) for hit in index.search(query, k)]
+        return [
+            Passage(id=hit["id"], title=hit["title"], text=hit["text"], score=hit["score"])
+            for hit in index.search(query, k)
+        ]
 
     return search_corpus
