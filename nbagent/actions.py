@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Literal, Protocol, runtime_checkable
 
+from nbagent.errors import ConfigError
 from nbagent.trajectory import Action
 
 ActionFormat = Literal["xml", "markdown"]
@@ -164,7 +165,7 @@ def get_parser(action_format: ActionFormat | ActionParser) -> ActionParser:
             return XmlActionParser()
         if action_format == "markdown":
             return MarkdownActionParser()
-        raise ValueError(
+        raise ConfigError(
             f"Unknown action format {action_format!r}: use 'xml', 'markdown' or an ActionParser."
         )
     return action_format

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from nbagent.errors import NBAgentError
+from nbagent.errors import ConfigError, NBAgentError
 from nbagent.models.base import ChatMessage, Model
 from nbagent.prompts import NOTEPAD_HEADER, SUMMARY_NOTE, TRIMMED_NOTE
 from nbagent.trajectory import ContextEvent
@@ -84,9 +84,9 @@ class ContextBuilder:
         summarize: Summarizer | None = None,
     ) -> None:
         if policy not in ("hard", "none", "summarize"):
-            raise ValueError(f"Unknown context policy {policy!r}: use 'hard', 'summarize' or 'none'.")
+            raise ConfigError(f"Unknown context policy {policy!r}: use 'hard', 'summarize' or 'none'.")
         if policy == "summarize" and summarize is None:
-            raise ValueError("The 'summarize' context policy needs a summarizer.")
+            raise ConfigError("The 'summarize' context policy needs a summarizer.")
         self.policy = policy
         self.budget = budget_tokens
         self.count = count

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nbagent.actions import ActionParser, MarkdownActionParser, XmlActionParser, get_parser
+from nbagent.errors import ConfigError
 
 
 def parse_xml(text: str, truncated: bool = False) -> tuple[str, str | None, str | None, str | None]:
@@ -118,5 +119,5 @@ def test_get_parser() -> None:
     custom = XmlActionParser()
     assert get_parser(custom) is custom
     assert isinstance(custom, ActionParser)
-    with pytest.raises(ValueError, match="Unknown action format 'json'"):
+    with pytest.raises(ConfigError, match="Unknown action format 'json'"):
         get_parser("json")  # type: ignore[arg-type]

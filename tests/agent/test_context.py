@@ -13,6 +13,7 @@ from nbagent.context import (
     estimate_tokens,
     summary_request,
 )
+from nbagent.errors import ConfigError
 from nbagent.models.base import ChatMessage
 
 TURNS = [Turn(index=i, assistant=f"reply {i} " + "x" * 400, observation=f"out {i}") for i in range(6)]
@@ -125,9 +126,9 @@ async def test_summarize_replaces_dropped_steps_with_the_model_summary() -> None
 
 
 def test_summarize_needs_a_summarizer_and_policy_names_are_checked() -> None:
-    with pytest.raises(ValueError, match="needs a summarizer"):
+    with pytest.raises(ConfigError, match="needs a summarizer"):
         ContextBuilder(policy="summarize", budget_tokens=10, count=estimate_tokens)
-    with pytest.raises(ValueError, match="Unknown context policy 'soft'"):
+    with pytest.raises(ConfigError, match="Unknown context policy 'soft'"):
         ContextBuilder(policy="soft", budget_tokens=10, count=estimate_tokens)  # type: ignore[arg-type]
 
 

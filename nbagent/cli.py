@@ -1,0 +1,610 @@
+"""The `nbagent` command line: `run` a question, `show` and `export` recorded trajectories.
+
+Other commands register themselves: every module ``nbagent.cli_<name>`` is imported when the app is
+built and, if it defines ``register(app: typer.Typer) -> None``, that is called. Such modules reuse the
+option types below (``BaseUrlOption``, ``ModelOption``, ...) and `resolve_model` / `agent_settings`, so
+every command takes the same model and agent flags.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import pkgutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.panel import Panel
+from rich.rule import Rule
+from rich.syntax import Syntax
+from rich.text import Text
+
+from nbagent.errors import ConfigError, NBAgentError
+from nbagent.trajectory import Step, Termination, Trajectory
+
+if TYPE_CHECKING:
+    from nbagent.agent import Agent, RunResult
+    from nbagent.models.base import Model
+
+EXIT_ANSWERED = 0
+EXIT_ERROR = 1
+EXIT_NO_ANSWER = 3
+EXIT_INTERRUPTED = 130
+
+LOCAL_FORMAT = "markdown"
+LOCAL_PREFILL = "```python\n"
+LOCAL_MAX_TOKENS = 200
+"""Defaults for the embedded SmolLM2-135M: a fenced block with the assistant turn prefilled with
+```` ```python\\n ```` is the format it reliably answers with code (see MEASUREMENTS.md)."""
+
+
+class FormatChoice(StrEnum):
+    xml = "xml"
+    markdown = "markdown"
+
+
+class ExportFormat(StrEnum):
+    openai = "openai"
+    sharegpt = "sharegpt"
+    ipynb = "ipynb"
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared options (reused by other commands' modules)
+# --------------------------------------------------------------------------------------------------
+
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        envvar=["NBAGENT_BASE_URL", "OPENAI_BASE_URL"],
+        help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1). Without one, the embedded "
+        "local model runs in-process.",
+        show_default=False,
+    ),
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        envvar="NBAGENT_MODEL",
+        help="Model name at the endpoint (default: the only model it serves).",
+        show_default=False,
+    ),
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar=["NBAGENT_API_KEY", "OPENAI_API_KEY"],
+        help="API key for the endpoint.",
+        show_default=False,
+        show_envvar=False,
+    ),
+]
+LocalModelOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--local-model", help="A Hugging Face model folder to run in-process instead of SmolLM2-135M."
+    ),
+]
+MaxStepsOption = Annotated[int, typer.Option("--max-steps", min=1, help="Model calls per episode.")]
+TemperatureOption = Annotated[
+    float | None, typer.Option("--temperature", help="Sampling temperature (default: the model's).")
+]
+MaxTokensOption = Annotated[
+    int | None,
+    typer.Option("--max-tokens", min=1, help=f"Tokens per reply (local default {LOCAL_MAX_TOKENS})."),
+]
+CellTimeoutOption = Annotated[float, typer.Option("--cell-timeout", help="Seconds per cell.")]
+EpisodeTimeoutOption = Annotated[float, typer.Option("--episode-timeout", help="Seconds per episode.")]
+FormatOption = Annotated[
+    FormatChoice | None,
+    typer.Option(
+        "--format",
+        help=f"Action format: xml (L0's <think>/<code>) or markdown (```python). "
+        f"Default: xml with an endpoint, {LOCAL_FORMAT} with the local model.",
+        show_default=False,
+    ),
+]
+PrefillOption = Annotated[
+    str | None,
+    typer.Option(
+        "--prefill",
+        help="Text the model's reply starts with (escapes like \\n are read). "
+        "Default: none with an endpoint, '```python\\n' with the local model; '' for none.",
+        show_default=False,
+    ),
+]
+ToolOption = Annotated[
+    list[str] | None,
+    typer.Option("--tool", help="A host tool as module:function (repeatable).", show_default=False),
+]
+SandboxOption = Annotated[
+    bool, typer.Option("--sandbox/--no-sandbox", help="Run the kernel in a bubblewrap sandbox.")
+]
+
+
+@dataclass
+class ModelChoice:
+    """The model a command will use, and what the user should be told about it."""
+
+    model: Model
+    description: str
+    local: bool
+
+
+def _endpoint_models(base_url: str, api_key: str | None) -> list[str]:
+    """The model names an OpenAI-compatible endpoint serves; `ConfigError` when it cannot be reached."""
+    import httpx
+
+    url = base_url.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(url, headers=headers, timeout=10.0)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"Cannot reach the endpoint {base_url} ({type(exc).__name__}: {exc}).") from exc
+    if response.status_code in (401, 403):
+        raise ConfigError(f"The endpoint {base_url} refused the API key (HTTP {response.status_code}).")
+    if response.status_code >= 400:
+        raise ConfigError(
+            f"GET {url} answered HTTP {response.status_code}: is this an OpenAI-compatible API?"
+        )
+    try:
+        return [str(item["id"]) for item in response.json()["data"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"GET {url} did not return an OpenAI model list.") from exc
+
+
+def resolve_model(
+    base_url: str | None, model: str | None, api_key: str | None, local_model: Path | None
+) -> ModelChoice:
+    """The endpoint model when a base URL is configured, else the embedded (or given) local model.
+
+    The endpoint is checked first: unreachable, or not serving `model`, raises `ConfigError` with a
+    one-line reason.
+    """
+    if base_url:
+        served = _endpoint_models(base_url, api_key)
+        if model is None:
+            if len(served) != 1:
+                listed = ", ".join(served[:10]) or "none"
+                raise ConfigError(
+                    f"{base_url} serves {len(served)} models ({listed}): choose one with --model."
+                )
+            model = served[0]
+        elif served and model not in served:
+            raise ConfigError(
+                f"{base_url} does not serve the model {model!r}; it serves: {', '.join(served[:10])}."
+            )
+        from nbagent.models.openai import OpenAIModel
+
+        return ModelChoice(
+            OpenAIModel(model, base_url=base_url, api_key=api_key), f"{model} at {base_url}", False
+        )
+    from nbagent.models.local import TransformersModel, default_local_model
+
+    if local_model is not None:
+        if not local_model.is_dir():
+            raise ConfigError(
+                f"--local-model {local_model} is not a folder (expected a Hugging Face model folder)."
+            )
+        return ModelChoice(
+            TransformersModel(str(local_model)), f"local model {local_model} (in-process)", True
+        )
+    return ModelChoice(default_local_model(), "embedded SmolLM2-135M-Instruct (in-process, CPU)", True)
+
+
+def load_tool(spec: str) -> Any:
+    """The callable named by ``module:function`` (a `Tool` or a typed function)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise typer.BadParameter(f"{spec!r}: write a tool as module:function, e.g. mytools:lookup.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise typer.BadParameter(f"{spec!r}: cannot import {module_name} ({exc}).") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise typer.BadParameter(f"{spec!r}: {module_name} has no attribute {attr!r}.") from None
+
+
+def agent_settings(
+    choice: ModelChoice,
+    *,
+    max_steps: int,
+    temperature: float | None,
+    max_tokens: int | None,
+    cell_timeout: float,
+    episode_timeout: float,
+    action_format: FormatChoice | None,
+    prefill: str | None,
+    tools: list[str] | None,
+    sandbox: bool,
+) -> dict[str, Any]:
+    """Keyword arguments for `Agent` from the shared flags, with the local model's defaults applied."""
+    from nbagent.kernel import KernelConfig
+    from nbagent.trajectory import SamplingSettings
+
+    if action_format is None:
+        action_format = FormatChoice(LOCAL_FORMAT) if choice.local else FormatChoice.xml
+    if prefill is None:
+        prefill = LOCAL_PREFILL if choice.local and action_format is FormatChoice.markdown else ""
+    if max_tokens is None and choice.local:
+        max_tokens = LOCAL_MAX_TOKENS
+    return {
+        "tools": [load_tool(spec) for spec in tools or []],
+        "max_steps": max_steps,
+        "episode_timeout_s": episode_timeout,
+        "cell_timeout_s": cell_timeout,
+        "action_format": action_format.value,
+        "prefill": prefill.encode().decode("unicode_escape") or None,
+        "sampling": SamplingSettings(temperature=temperature, max_tokens=max_tokens),
+        "kernel_config": KernelConfig(sandbox=sandbox) if sandbox else None,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Printing steps
+# --------------------------------------------------------------------------------------------------
+
+
+class StepPrinter:
+    """Prints steps with rich: reasoning, code, output (or the format error)."""
+
+    def __init__(self, console: Console, *, verbose: bool = False) -> None:
+        self.console = console
+        self.verbose = verbose
+
+    def step(self, step: Step) -> None:
+        call, action = step.model_call, step.action
+        title = f"Step {step.index + 1}"
+        if self.verbose:
+            usage = call.usage
+            tokens = f", {usage.prompt_tokens}+{usage.completion_tokens} tokens" if usage else ""
+            title += f"  ({call.latency_s:.1f} s{tokens}, finish: {call.finish_reason})"
+        self.console.print(Rule(title, style="cyan"))
+        for event in step.context_events:
+            dropped = ", ".join(str(i + 1) for i in event.dropped_steps)
+            self.console.print(Text(f"[context {event.kind}: steps {dropped} dropped]", style="yellow"))
+        if action.kind == "format_error":
+            raw = (call.prefill or "") + call.completion
+            self.console.print(Panel(Text(raw), title="reply (not runnable)", border_style="red"))
+            self.console.print(Text(f"format error: {action.error}", style="red"))
+            return
+        if action.think:
+            self.console.print(Text(action.think, style="italic dim"))
+        self.console.print(Syntax(action.code or "", "python", theme="ansi_dark", background_color="default"))
+        cell = step.cell
+        status = cell.status.value if cell is not None else "not run"
+        style = "green" if cell is not None and cell.ok else "red"
+        self.console.print(Panel(Text(step.observation), title=f"output ({status})", border_style=style))
+        if self.verbose and cell is not None:
+            for tool_call in cell.tool_calls:
+                outcome = f"error: {tool_call.error}" if tool_call.error else repr(tool_call.result)[:200]
+                self.console.print(
+                    Text(f"  tool {tool_call.name}{tuple(tool_call.args)} -> {outcome}", style="dim")
+                )
+
+    def summary(self, trajectory: Trajectory) -> None:
+        if trajectory.termination is Termination.SUBMITTED:
+            answer = trajectory.final_answer
+            shown = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
+            self.console.print(Panel(Text(shown, style="bold"), title="answer", border_style="green"))
+        else:
+            reason = f"No answer: the episode ended with '{trajectory.termination}'"
+            self.console.print(
+                Text(reason + (f": {trajectory.error}" if trajectory.error else "."), style="red")
+            )
+        self.console.print(
+            Text(f"{len(trajectory.steps)} steps in {trajectory.wall_s:.1f} s", style="dim"),
+        )
+
+    def trajectory(self, trajectory: Trajectory) -> None:
+        self.console.print(Markdown(f"**Task** ({trajectory.task.id}): {trajectory.task.prompt}"))
+        if self.verbose and trajectory.system_prompt:
+            self.console.print(
+                Panel(Text(trajectory.system_prompt), title="system prompt", border_style="dim")
+            )
+        for step in trajectory.steps:
+            self.step(step)
+        self.summary(trajectory)
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------------
+
+app = typer.Typer(
+    name="nbagent",
+    help="Notebook agents that act by writing Python in a real Jupyter kernel.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _default_paths(stamp: str) -> tuple[Path, Path]:
+    return Path("runs") / f"{stamp}.ipynb", Path("runs") / "trajectories.jsonl"
+
+
+@app.command()
+def run(
+    question: Annotated[str, typer.Argument(help="The task or question.", show_default=False)],
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    local_model: LocalModelOption = None,
+    max_steps: MaxStepsOption = 10,
+    temperature: TemperatureOption = None,
+    max_tokens: MaxTokensOption = None,
+    cell_timeout: CellTimeoutOption = 60.0,
+    episode_timeout: EpisodeTimeoutOption = 240.0,
+    action_format: FormatOption = None,
+    prefill: PrefillOption = None,
+    tool: ToolOption = None,
+    sandbox: SandboxOption = False,
+    notebook: Annotated[
+        Path | None,
+        typer.Option("--notebook", help="Save the episode as a notebook (default runs/<time>.ipynb)."),
+    ] = None,
+    trajectory: Annotated[
+        Path | None,
+        typer.Option(
+            "--trajectory",
+            "--save",
+            help="Append the trajectory JSON line (default runs/trajectories.jsonl).",
+        ),
+    ] = None,
+    no_save: Annotated[bool, typer.Option("--no-save", help="Save nothing unless a path is given.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON on stdout (steps go to stderr).")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show prompts, timings, tool calls.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the answer.")] = False,
+) -> None:
+    """Answer QUESTION with an agent that writes and runs Python, showing each step."""
+    console = Console(stderr=json_output, highlight=False)
+    try:
+        choice = resolve_model(base_url, model, api_key, local_model)
+        settings = agent_settings(
+            choice,
+            max_steps=max_steps,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            cell_timeout=cell_timeout,
+            episode_timeout=episode_timeout,
+            action_format=action_format,
+            prefill=prefill,
+            tools=tool,
+            sandbox=sandbox,
+        )
+    except NBAgentError as exc:
+        console.print(Text(f"error: {exc}", style="red"))
+        raise typer.Exit(EXIT_ERROR) from None
+    if choice.local:
+        console.print(
+            Text(
+                f"No endpoint configured (--base-url, NBAGENT_BASE_URL or OPENAI_BASE_URL): using the "
+                f"{choice.description}. It is tiny, so expect rough answers; point --base-url at a "
+                "real model for good ones.",
+                style="yellow",
+            )
+        )
+    else:
+        console.print(Text(f"Model: {choice.description}", style="dim"))
+    from nbagent.agent import Agent
+
+    agent: Agent[None, str] = Agent(choice.model, **settings)
+    printer = StepPrinter(console, verbose=verbose)
+    if verbose:
+        console.print(Panel(Text(agent.render_system_prompt()), title="system prompt", border_style="dim"))
+    if not no_save:
+        default_nb, default_traj = _default_paths(time.strftime("%Y%m%d-%H%M%S"))
+        notebook = notebook or default_nb
+        trajectory = trajectory or default_traj
+    outcome = _run_episode(agent, question, None if quiet else printer.step, notebook, trajectory)
+    result = outcome.result
+    if result is None:  # interrupted before anything could be recorded
+        console.print(Text("Interrupted.", style="red"))
+        raise typer.Exit(EXIT_INTERRUPTED)
+    traj = result.trajectory
+    if quiet:
+        if result.termination is Termination.SUBMITTED:
+            console.print(
+                str(traj.final_answer)
+                if isinstance(traj.final_answer, str)
+                else json.dumps(traj.final_answer)
+            )
+        else:
+            console.print(
+                Text(f"no answer ({traj.termination}): {traj.error or ''}".rstrip(": "), style="red")
+            )
+    else:
+        printer.summary(traj)
+        for label, path in (("notebook", outcome.notebook), ("trajectory", outcome.trajectory)):
+            if path is not None:
+                console.print(Text(f"{label}: {path}", style="dim"))
+    if json_output:
+        payload = {
+            "answer": traj.final_answer,
+            "termination": str(traj.termination),
+            "error": traj.error,
+            "steps": len(traj.steps),
+            "notebook": str(outcome.notebook) if outcome.notebook else None,
+            "trajectory": str(outcome.trajectory) if outcome.trajectory else None,
+        }
+        typer.echo(json.dumps(payload, ensure_ascii=False))
+    raise typer.Exit(_exit_code(result, outcome.interrupted))
+
+
+@dataclass
+class _Outcome:
+    result: RunResult[str] | None = None
+    notebook: Path | None = None
+    trajectory: Path | None = None
+    interrupted: bool = False
+
+
+def _run_episode(
+    agent: Agent[None, str],
+    question: str,
+    on_step: Callable[[Step], None] | None,
+    notebook: Path | None,
+    trajectory: Path | None,
+) -> _Outcome:
+    """Run the episode and save what it produced, also when interrupted with Ctrl-C."""
+    import anyio
+
+    outcome = _Outcome()
+
+    async def go() -> None:
+        agent_run = agent.iter(question)
+        try:
+            async with agent_run:
+                async for step in agent_run:
+                    if on_step is not None:
+                        on_step(step)
+        finally:
+            outcome.result = agent_run.result
+            if outcome.result is not None:
+                if notebook is not None:
+                    outcome.notebook = outcome.result.save_notebook(notebook)
+                if trajectory is not None:
+                    outcome.trajectory = outcome.result.save_trajectory(trajectory)
+
+    try:
+        anyio.run(go)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    return outcome
+
+
+def _exit_code(result: RunResult[str], interrupted: bool) -> int:
+    if interrupted or result.termination is Termination.CANCELLED:
+        return EXIT_INTERRUPTED
+    if result.termination is Termination.SUBMITTED:
+        return EXIT_ANSWERED
+    if result.termination is Termination.ERROR:
+        return EXIT_ERROR
+    return EXIT_NO_ANSWER
+
+
+def _read_selected(path: Path, index: int | None) -> list[Trajectory]:
+    from nbagent.trajectory import read_trajectories
+
+    if not path.is_file():
+        raise typer.BadParameter(f"{path} does not exist.")
+    trajectories = list(read_trajectories(path))
+    if index is None:
+        return trajectories
+    if not -len(trajectories) <= index < len(trajectories):
+        raise typer.BadParameter(f"--index {index}: {path} holds {len(trajectories)} trajectories.")
+    return [trajectories[index]]
+
+
+PathArgument = Annotated[Path, typer.Argument(help="A trajectory JSONL file.", show_default=False)]
+IndexOption = Annotated[
+    int | None, typer.Option("--index", "-i", help="Only the trajectory at this position (0 first, -1 last).")
+]
+
+
+@app.command()
+def show(
+    path: PathArgument,
+    index: IndexOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show the system prompt.")] = False,
+) -> None:
+    """Pretty-print the trajectories of a JSONL file."""
+    printer = StepPrinter(Console(highlight=False), verbose=verbose)
+    for traj in _read_selected(path, index):
+        printer.trajectory(traj)
+
+
+@app.command()
+def export(
+    path: PathArgument,
+    export_format: Annotated[ExportFormat, typer.Option("--format", "-f", help="Output format.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file (JSONL for openai/sharegpt), or folder for ipynb. Default: stdout.",
+        ),
+    ] = None,
+    index: IndexOption = None,
+) -> None:
+    """Export trajectories as OpenAI chat messages, ShareGPT conversations or notebooks."""
+    from nbagent.export import to_notebook, to_openai_messages, to_sharegpt
+
+    trajectories = _read_selected(path, index)
+    if export_format is ExportFormat.ipynb:
+        folder = out or Path(".")
+        for traj in trajectories:
+            target = folder / f"{traj.id}.ipynb"
+            to_notebook(traj, target)
+            typer.echo(str(target))
+        return
+    lines = [
+        json.dumps(
+            {"id": traj.id, "messages": to_openai_messages(traj)}
+            if export_format is ExportFormat.openai
+            else to_sharegpt(traj),
+            ensure_ascii=False,
+        )
+        for traj in trajectories
+    ]
+    if out is None:
+        for line in lines:
+            typer.echo(line)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        typer.echo(f"{len(lines)} trajectories written to {out}", err=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Command modules of other parts, and the entry point
+# --------------------------------------------------------------------------------------------------
+
+_loaded = False
+
+
+def load_command_modules() -> typer.Typer:
+    """Import every ``nbagent.cli_<name>`` module and call its ``register(app)``; return the app."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        package = importlib.util.find_spec("nbagent")
+        locations = package.submodule_search_locations if package is not None else None
+        for info in pkgutil.iter_modules(list(locations or [])):
+            if info.name.startswith("cli_"):
+                module = importlib.import_module(f"nbagent.{info.name}")
+                register = getattr(module, "register", None)
+                if callable(register):
+                    register(app)
+    return app
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    load_command_modules()
+    app(prog_name="nbagent")
+
+
+if __name__ == "__main__":
+    main()

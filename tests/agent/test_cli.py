@@ -1,0 +1,172 @@
+"""`nbagent run`, `show` and `export`: against a real HTTP endpoint (the fake OpenAI server), on bad
+endpoints, and as a subprocess on the embedded local model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from typer.testing import CliRunner
+
+from nbagent.cli import EXIT_ANSWERED, EXIT_ERROR, EXIT_NO_ANSWER, app
+from nbagent.trajectory import Termination, read_trajectories
+from tests.fixtures.fake_openai import FakeOpenAIServer, script_responder
+
+STEPS = [
+    "<think>Multiply.</think>\n<code>\nx = 17 * 23\nprint(x)\n</code>",
+    "<think>It printed 391.</think>\n<code>\nsubmit_final_answer(x)\n</code>",
+]
+ENDPOINT_ENV = ("NBAGENT_BASE_URL", "OPENAI_BASE_URL", "NBAGENT_MODEL", "NBAGENT_API_KEY", "OPENAI_API_KEY")
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(script_responder(STEPS), model="fake-model") as srv:
+        yield srv
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    for name in ENDPOINT_ENV:
+        monkeypatch.delenv(name, raising=False)
+    return CliRunner()
+
+
+def test_run_against_an_endpoint(server: FakeOpenAIServer, runner: CliRunner, tmp_path: Path) -> None:
+    nb_path, traj_path = tmp_path / "run.ipynb", tmp_path / "t.jsonl"
+    args = ["run", "What is 17 * 23?", "--base-url", server.base_url, "--notebook", str(nb_path)]
+    result = runner.invoke(app, [*args, "--trajectory", str(traj_path), "--temperature", "0.5"])
+    assert result.exit_code == EXIT_ANSWERED, result.output
+    out = result.output
+    assert "Model: fake-model at" in out
+    assert "Step 1" in out
+    assert "x = 17 * 23" in out
+    assert "391" in out
+    assert f"notebook: {nb_path}" in out
+    nbformat.validate(nbformat.read(str(nb_path), as_version=4))
+    (traj,) = read_trajectories(traj_path)
+    assert traj.termination is Termination.SUBMITTED
+    assert traj.final_answer == "391"
+    assert traj.model.sampling.temperature == 0.5
+    assert traj.model.sampling.stop == ["</code>"]
+    body = server.requests[0]
+    assert body["model"] == "fake-model"
+    assert body["stop"] == ["</code>"]
+
+
+def test_run_json_and_quiet(server: FakeOpenAIServer, runner: CliRunner) -> None:
+    result = runner.invoke(app, ["run", "q", "--base-url", server.base_url, "--no-save", "--json", "--quiet"])
+    assert result.exit_code == EXIT_ANSWERED, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["answer"] == "391"
+    assert payload["termination"] == "submitted"
+    assert payload["notebook"] is None
+    assert "Step 1" not in result.output
+
+
+def test_run_without_answer_exits_3(runner: CliRunner, tmp_path: Path) -> None:
+    looping = [STEPS[0]]
+    with FakeOpenAIServer(script_responder(looping)) as srv:
+        result = runner.invoke(app, ["run", "q", "--base-url", srv.base_url, "--max-steps", "2", "--no-save"])
+    assert result.exit_code == EXIT_NO_ANSWER, result.output
+    assert "No answer: the episode ended with 'max_steps'" in result.output
+
+
+def test_unreachable_endpoint(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["run", "q", "--base-url", "http://127.0.0.1:9/v1", "--no-save"])
+    assert result.exit_code == EXIT_ERROR
+    assert "Cannot reach the endpoint http://127.0.0.1:9/v1" in result.output
+
+
+def test_unknown_model(server: FakeOpenAIServer, runner: CliRunner) -> None:
+    result = runner.invoke(app, ["run", "q", "--base-url", server.base_url, "--model", "gpt-9", "--no-save"])
+    assert result.exit_code == EXIT_ERROR
+    assert "does not serve the model 'gpt-9'; it serves: fake-model" in result.output
+
+
+def test_endpoint_from_the_environment(
+    server: FakeOpenAIServer, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    result = runner.invoke(app, ["run", "q", "--no-save"])
+    assert result.exit_code == EXIT_ANSWERED, result.output
+    assert "No endpoint configured" not in result.output
+
+
+def test_tool_option(runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "cli_tools_for_test.py").write_text(
+        "def double(x: int) -> int:\n    '''Twice x.'''\n    return 2 * x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    steps = ["<think>t</think><code>y = double(21)\nprint(y)\nsubmit_final_answer(y)</code>"]
+    with FakeOpenAIServer(script_responder(steps)) as srv:
+        args = ["run", "q", "--base-url", srv.base_url, "--tool", "cli_tools_for_test:double"]
+        result = runner.invoke(app, [*args, "--trajectory", str(tmp_path / "t.jsonl"), "--verbose"])
+        assert "def double(x: int) -> int" in srv.requests[0]["messages"][0]["content"]
+    assert result.exit_code == EXIT_ANSWERED, result.output
+    assert "tool double(21,) -> 42" in result.output
+    bad = runner.invoke(app, ["run", "q", "--base-url", "http://127.0.0.1:9/v1", "--tool", "nope"])
+    assert bad.exit_code != 0
+
+
+def test_show_and_export(server: FakeOpenAIServer, runner: CliRunner, tmp_path: Path) -> None:
+    traj_path = tmp_path / "t.jsonl"
+    for _ in range(2):
+        runner.invoke(app, ["run", "q", "--base-url", server.base_url, "--trajectory", str(traj_path)])
+    shown = runner.invoke(app, ["show", str(traj_path), "--index", "-1"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.count("Step 2") == 1
+    assert "answer" in shown.output
+    exported = runner.invoke(app, ["export", str(traj_path), "--format", "openai"])
+    lines = exported.stdout.strip().splitlines()
+    assert len(lines) == 2
+    assert json.loads(lines[0])["messages"][1] == {"role": "user", "content": "Task: q"}
+    out_dir = tmp_path / "nbs"
+    result = runner.invoke(app, ["export", str(traj_path), "-f", "ipynb", "-o", str(out_dir), "-i", "0"])
+    assert result.exit_code == 0, result.output
+    (notebook,) = out_dir.glob("*.ipynb")
+    nbformat.validate(nbformat.read(str(notebook), as_version=4))
+    sharegpt = tmp_path / "s.jsonl"
+    runner.invoke(app, ["export", str(traj_path), "-f", "sharegpt", "-o", str(sharegpt)])
+    assert json.loads(sharegpt.read_text().splitlines()[1])["conversations"][2]["from"] == "gpt"
+    missing = runner.invoke(app, ["show", str(tmp_path / "none.jsonl")])
+    assert missing.exit_code == 2
+    assert "does not exist" in missing.output
+
+
+@pytest.mark.slow
+def test_run_on_the_embedded_model_as_a_subprocess(tmp_path: Path) -> None:
+    """The README's demo: no endpoint, SmolLM2-135M in-process, a notebook that opens."""
+    env = {k: v for k, v in os.environ.items() if k not in ENDPOINT_ENV}
+    nb_path, traj_path = tmp_path / "demo.ipynb", tmp_path / "t.jsonl"
+    cmd = [sys.executable, "-m", "nbagent.cli", "run", "What is 17 * 23? Use Python.", "--max-steps", "3"]
+    proc = subprocess.run(
+        [*cmd, "--notebook", str(nb_path), "--trajectory", str(traj_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert "No endpoint configured" in out
+    assert "SmolLM2-135M-Instruct" in out
+    assert "Step 1" in out
+    (traj,) = read_trajectories(traj_path)
+    expected = EXIT_ANSWERED if traj.termination is Termination.SUBMITTED else EXIT_NO_ANSWER
+    assert proc.returncode == expected, out
+    assert traj.model.provider == "local"
+    first = traj.steps[0]
+    assert first.model_call.prefill == "```python\n"
+    assert first.model_call.completion_token_ids
+    assert first.model_call.completion_logprobs
+    assert len(first.model_call.completion_logprobs) == len(first.model_call.completion_token_ids)
+    assert first.action.kind == "code"  # with the prefill, the model starts inside a code block
+    nbformat.validate(nbformat.read(str(nb_path), as_version=4))
+    assert f"notebook: {nb_path}" in out
