@@ -2,5 +2,7 @@
 
 from nbagent.models.base import ChatMessage, Model, ModelError
 from nbagent.models.local import ensure_smollm2
+from nbagent.models.openai import OpenAIModel
+from nbagent.models.retry import RetryPolicy
 
-__all__ = ["ChatMessage", "Model", "ModelError", "ensure_smollm2"]
+__all__ = ["ChatMessage", "Model", "ModelError", "OpenAIModel", "RetryPolicy", "ensure_smollm2"]

@@ -1,0 +1,222 @@
+"""`OpenAIModel`: an OpenAI-compatible chat endpoint (OpenAI, vLLM, SGLang, llama.cpp servers)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import openai
+
+from nbagent.errors import ConfigError
+from nbagent.models.base import ChatMessage, ModelError
+from nbagent.models.chat_tokenizer import ChatTokenizer, with_prefill
+from nbagent.models.recording import api_error_message, record_chat_completion
+from nbagent.models.retry import RetriesExhausted, RetryPolicy, call_with_retries, status_code
+from nbagent.trajectory import ModelCall, ModelInfo, SamplingSettings
+
+logger = logging.getLogger(__name__)
+
+OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
+_SERVER_FIELDS = ("return_token_ids", "logprobs", "continue_final_message", "add_generation_prompt")
+_REJECTION_WORDS = ("unrecognized", "unknown", "not permitted", "extra inputs", "unexpected", "not supported")
+
+_CHECKLIST = (
+    "Check that the server is running and reachable, that base_url ends with /v1 "
+    "(e.g. http://127.0.0.1:8000/v1), and the API key (NBAGENT_API_KEY / OPENAI_API_KEY)."
+)
+
+
+def default_base_url() -> str | None:
+    """The endpoint configured in the environment: `NBAGENT_BASE_URL`, else `OPENAI_BASE_URL`."""
+    return os.environ.get("NBAGENT_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or None
+
+
+def _is_openai_com(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host == "openai.com" or host.endswith(".openai.com")
+
+
+class OpenAIModel:
+    """A chat model behind an OpenAI-compatible `/v1/chat/completions` endpoint.
+
+    Args:
+        model: The model name the server serves (for vLLM: `--served-model-name`, or a LoRA adapter name).
+        base_url: Endpoint ending in `/v1`; default `NBAGENT_BASE_URL`, `OPENAI_BASE_URL`, then OpenAI's.
+        api_key: Default `NBAGENT_API_KEY`, then `OPENAI_API_KEY`; local servers need none.
+        max_retries: Retries of a transient failure (429, 5xx, connection error, timeout).
+        backoff_s: First backoff; it doubles per retry (with jitter) up to `max_backoff_s`.
+        timeout: Seconds per request.
+        request_token_ids: Ask for vLLM's token ids and per-token logprobs. `"auto"`: on except for
+            api.openai.com. A server that rejects the extra fields with a 400 is asked again without
+            them, and remembered.
+        tokenizer: A model folder, hub name or loaded tokenizer: enables `count_tokens`.
+        policy_version: Recorded in `info` (the trainer sets it per published checkpoint).
+    """
+
+    provider = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 20.0,
+        timeout: float = 300.0,
+        request_token_ids: bool | Literal["auto"] = "auto",
+        tokenizer: str | Path | Any | None = None,
+        policy_version: int | str | None = None,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.model = model
+        self.base_url = (base_url or default_base_url() or OPENAI_DEFAULT_URL).rstrip("/")
+        official = _is_openai_com(self.base_url)
+        key = api_key or os.environ.get("NBAGENT_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if official:
+                raise ConfigError(
+                    f"No API key for {self.base_url}: set OPENAI_API_KEY (or NBAGENT_API_KEY), pass "
+                    "api_key=, or point base_url / NBAGENT_BASE_URL at your own server."
+                )
+            key = "EMPTY"  # local servers (vLLM without --api-key) accept any key
+        self.retry = RetryPolicy(max_retries, backoff_s, max_backoff_s)
+        self.policy_version = policy_version
+        self._want_token_ids = (not official) if request_token_ids == "auto" else bool(request_token_ids)
+        self._server_fields_ok = not official
+        """vLLM's extra request fields are accepted; set False when the server rejected them."""
+        self._tokenizer = tokenizer if tokenizer is None else ChatTokenizer(tokenizer)
+        self._client = openai.AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=key,
+            max_retries=0,
+            timeout=timeout,
+            default_headers=default_headers,
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIModel({self.model!r}, base_url={self.base_url!r})"
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            provider=self.provider,
+            model=self.model,
+            base_url=self.base_url,
+            policy_version=self.policy_version,
+        )
+
+    @property
+    def sends_server_fields(self) -> bool:
+        """Whether vLLM's extra fields (token ids, prefill continuation) are still being sent."""
+        return self._server_fields_ok
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int | None:
+        return self._tokenizer.count(messages) if self._tokenizer is not None else None
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def list_models(self) -> list[str]:
+        """The model names the server lists at `/v1/models` (one try, no retries)."""
+        page = await self._client.models.list()
+        return [entry.id for entry in page.data]
+
+    async def complete(
+        self,
+        messages: list[ChatMessage],
+        settings: SamplingSettings,
+        *,
+        prefill: str | None = None,
+    ) -> ModelCall:
+        prefill = prefill or None
+        sent = with_prefill(messages, prefill)
+        try:
+            data, latency = await call_with_retries(
+                lambda: self._send(sent, settings, prefill),
+                self.retry,
+                what=f"{self.model} at {self.base_url}",
+            )
+        except RetriesExhausted as exc:
+            raise ModelError(
+                f"{self.model} at {self.base_url}: no answer after {exc.attempts} tries "
+                f"(last: {type(exc.last).__name__}: {api_error_message(exc.last)}). {_CHECKLIST}"
+            ) from exc.last
+        except openai.APIStatusError as exc:
+            raise ModelError(await self._explain(exc)) from exc
+        return record_chat_completion(data, messages=sent, prefill=prefill, latency_s=latency)
+
+    async def _send(
+        self, sent: list[ChatMessage], settings: SamplingSettings, prefill: str | None
+    ) -> tuple[dict[str, Any], float]:
+        """One request; when the server rejects vLLM's extra fields, once more without them."""
+        with_fields = self._server_fields_ok
+        try:
+            return await self._post(sent, settings, prefill, with_fields)
+        except openai.BadRequestError as exc:
+            if not with_fields or not _mentions_rejected_field(exc):
+                raise
+            data = await self._post(sent, settings, prefill, False)
+            self._server_fields_ok = False
+            logger.warning(
+                "%s rejected vLLM's extra request fields (%s); sending without them from now on: no token "
+                "ids or logprobs will be recorded%s.",
+                self.base_url,
+                api_error_message(exc),
+                ", and an assistant prefill depends on the server's own handling" if prefill else "",
+            )
+            return data
+
+    async def _post(
+        self, sent: list[ChatMessage], settings: SamplingSettings, prefill: str | None, with_fields: bool
+    ) -> tuple[dict[str, Any], float]:
+        request: dict[str, Any] = {"model": self.model, "messages": sent}
+        for name in ("temperature", "top_p", "max_tokens", "stop", "seed"):
+            value = getattr(settings, name)
+            if value is not None:
+                request[name] = value
+        extra_body: dict[str, Any] = {}
+        if with_fields and self._want_token_ids:
+            request["logprobs"] = True
+            request["top_logprobs"] = 0
+            extra_body["return_token_ids"] = True
+        if with_fields and prefill:
+            extra_body["continue_final_message"] = True
+            extra_body["add_generation_prompt"] = False
+        extra_body.update(settings.extra)
+        started = time.perf_counter()
+        response = await self._client.chat.completions.create(**request, extra_body=extra_body or None)
+        latency = time.perf_counter() - started
+        return response.model_dump(), latency
+
+    async def _explain(self, exc: openai.APIStatusError) -> str:
+        """A one-paragraph explanation of a non-retryable HTTP error, with what to do about it."""
+        code = status_code(exc)
+        said = api_error_message(exc)
+        where = f"{self.model} at {self.base_url}"
+        if code in (401, 403):
+            return (
+                f"{where}: the server refused the API key (HTTP {code}: {said}). Set NBAGENT_API_KEY or "
+                "OPENAI_API_KEY, or pass api_key=."
+            )
+        if code == 404:
+            try:
+                served = await self.list_models()
+            except openai.APIError:
+                return f"{where}: HTTP 404 ({said}). {_CHECKLIST}"
+            if self.model not in served:
+                listed = ", ".join(served) if served else "none"
+                return f"{where}: the server does not serve model {self.model!r}; it serves: {listed}."
+            return f"{where}: HTTP 404 ({said}). {_CHECKLIST}"
+        return f"{where}: the server rejected the request (HTTP {code}): {said}"
+
+
+def _mentions_rejected_field(exc: openai.BadRequestError) -> bool:
+    text = f"{api_error_message(exc)} {exc}".lower()
+    return any(name in text for name in _SERVER_FIELDS) or any(word in text for word in _REJECTION_WORDS)
