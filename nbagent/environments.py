@@ -20,7 +20,7 @@ import inspect
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict, Unpack, overload, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,12 +32,14 @@ if TYPE_CHECKING:
     from nbagent.tools import Tool
 
 __all__ = [
+    "ANSWER_ONLY",
     "DEFAULT_SPLITS",
     "ENTRY_POINT_GROUP",
     "AnswerScore",
     "BaseEnvironment",
     "Environment",
     "EnvironmentNotFoundError",
+    "EnvironmentOptions",
     "RewardWeights",
     "SimpleEnvironment",
     "Task",
@@ -110,9 +112,21 @@ EnvironmentFactory: TypeAlias = Callable[..., Environment]
 _REGISTRY: dict[str, EnvironmentFactory] = {}
 
 
+@overload
+def register_environment(
+    name: str, factory: EnvironmentFactory, *, replace: bool = False
+) -> EnvironmentFactory: ...
+
+
+@overload
+def register_environment(
+    name: str, factory: None = None, *, replace: bool = False
+) -> Callable[[EnvironmentFactory], EnvironmentFactory]: ...
+
+
 def register_environment(
     name: str, factory: EnvironmentFactory | None = None, *, replace: bool = False
-) -> Any:
+) -> EnvironmentFactory | Callable[[EnvironmentFactory], EnvironmentFactory]:
     """Register `factory` (called with the keyword arguments of `load_environment`) under `name`.
 
     Use it directly, ``register_environment("mine", make_mine)``, or as a decorator,
@@ -253,6 +267,10 @@ class RewardWeights(BaseModel):
     code_execution: float = Field(0.1, ge=0)
 
 
+ANSWER_ONLY = RewardWeights(answer=1.0, format=0.0, code_execution=0.0)
+"""All of the reward on the answer."""
+
+
 def format_score(trajectory: Trajectory, *, min_think_chars: int = 10, min_code_chars: int = 5) -> float:
     """Share of steps with a think longer than `min_think_chars` and code longer than `min_code_chars`.
 
@@ -308,6 +326,23 @@ def combine_reward(answer: AnswerScore, trajectory: Trajectory, weights: RewardW
 # --------------------------------------------------------------------------------------------------
 
 
+class EnvironmentOptions(TypedDict, total=False):
+    """Keyword arguments every `BaseEnvironment` takes (subclasses pass them on with ``**options``)."""
+
+    tools: Sequence[Tool]
+    """Host tools an episode gets."""
+    kernel_config: KernelConfig | None
+    """Kernel set-up for an episode (None: the agent's default)."""
+    agent_overrides: Mapping[str, Any] | None
+    """Keyword arguments for `Agent`."""
+    weights: RewardWeights | Mapping[str, float] | None
+    """Reward weights (a mapping is read as `RewardWeights`; None: L0's 0.8 / 0.1 / 0.1)."""
+    splits: Mapping[str, float]
+    """Split names and fractions for hash-assigned splits (default `DEFAULT_SPLITS`)."""
+    split_seed: str
+    """Changes which tasks land in which split."""
+
+
 class BaseEnvironment(ABC):
     """A base for environments: subclass, set `name`, implement `load_tasks` and `score_answer`.
 
@@ -315,6 +350,7 @@ class BaseEnvironment(ABC):
     hashing `split_key` (disjoint by construction); when it returns a mapping of split name to tasks
     (official split files), that mapping is used, and any ``train`` task whose split key also occurs in
     another split is dropped (`dropped_overlap` counts them), so evaluation never overlaps training.
+    The keyword arguments are those of `EnvironmentOptions`.
     """
 
     name: str = "environment"
@@ -413,22 +449,10 @@ class SimpleEnvironment(BaseEnvironment):
         name: str,
         tasks: Sequence[TaskSpec] | Mapping[str, Sequence[TaskSpec]],
         check: AnswerCheck,
-        *,
-        tools: Sequence[Tool] = (),
-        kernel_config: KernelConfig | None = None,
-        agent_overrides: Mapping[str, Any] | None = None,
-        weights: RewardWeights | Mapping[str, float] | None = None,
-        splits: Mapping[str, float] = DEFAULT_SPLITS,
-        split_seed: str = "nbagent",
+        **options: Unpack[EnvironmentOptions],
     ) -> None:
-        super().__init__(
-            tools=tools,
-            kernel_config=kernel_config,
-            agent_overrides=agent_overrides,
-            weights=weights or RewardWeights(answer=1.0, format=0.0, code_execution=0.0),
-            splits=splits,
-            split_seed=split_seed,
-        )
+        options["weights"] = options.get("weights") or ANSWER_ONLY
+        super().__init__(**options)
         self.name = name
         self._tasks = tasks
         self._check = check

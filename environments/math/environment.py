@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Unpack
 
 from nbagent_environments.math.checking import answers_equivalent
 from nbagent_environments.math.loaders import MathDatasetError, load_math_file
 
-from nbagent.environments import DEFAULT_SPLITS, BaseEnvironment, RewardWeights
+from nbagent.environments import ANSWER_ONLY, BaseEnvironment, EnvironmentOptions
 from nbagent.trajectory import Reward, TaskSpec
-
-if TYPE_CHECKING:
-    from nbagent.kernel import KernelConfig
-    from nbagent.tools import Tool
 
 __all__ = ["ARITHMETIC", "DEFAULT_PROMPT", "MathEnvironment"]
 
@@ -40,21 +36,10 @@ class MathEnvironment(BaseEnvironment):
         *,
         prompt_template: str = DEFAULT_PROMPT,
         rel_tol: float = 1e-6,
-        weights: RewardWeights | Mapping[str, float] | None = None,
-        splits: Mapping[str, float] = DEFAULT_SPLITS,
-        split_seed: str = "nbagent",
-        tools: Sequence[Tool] = (),
-        kernel_config: KernelConfig | None = None,
-        agent_overrides: Mapping[str, Any] | None = None,
+        **options: Unpack[EnvironmentOptions],
     ) -> None:
-        super().__init__(
-            tools=tools,
-            kernel_config=kernel_config,
-            agent_overrides=agent_overrides,
-            weights=weights or RewardWeights(answer=1.0, format=0.0, code_execution=0.0),
-            splits=splits,
-            split_seed=split_seed,
-        )
+        options["weights"] = options.get("weights") or ANSWER_ONLY
+        super().__init__(**options)
         if "{problem}" not in prompt_template:
             raise MathDatasetError("prompt_template must contain '{problem}'")
         self.prompt_template = prompt_template

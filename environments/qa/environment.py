@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Unpack
 
 from nbagent_environments.qa.loaders import (
     ALIASES,
@@ -15,14 +15,12 @@ from nbagent_environments.qa.loaders import (
     load_qa_file,
 )
 from nbagent_environments.qa.scoring import SimpleQAGrader, answer_text, qa_reward
+from nbagent_environments.qa.search import WebSearch
 from nbagent_environments.qa.tools import corpus_search_tool, read_webpage_tool, web_search_tool
 
-from nbagent.environments import DEFAULT_SPLITS, BaseEnvironment, RewardWeights
+from nbagent.environments import BaseEnvironment, EnvironmentOptions
 from nbagent.tools import Tool
 from nbagent.trajectory import Reward, TaskSpec
-
-if TYPE_CHECKING:
-    from nbagent.kernel import KernelConfig
 
 __all__ = ["DEFAULT_PROMPT", "DEMO_CORPUS", "DEMO_QUESTIONS", "QAEnvironment"]
 
@@ -44,7 +42,8 @@ class QAEnvironment(BaseEnvironment):
 
     `search` picks the tools: ``"corpus"`` (BM25 over `corpus`, the demo corpus for the demo set),
     ``"web"`` (`web_search` through `search_provider`, and `read_webpage`), ``"none"``, or ``"auto"``
-    (corpus when one is known, else web).
+    (corpus when one is known, else web). The `tools` option adds tools of your own; the other options
+    are those of `EnvironmentOptions`.
 
     The reward is L0's: ``weights.answer * QA + weights.format * format + weights.code_execution *
     code-execution``, with QA = ``em_weight * EM + (1 - em_weight) * has-answer``. The breakdown also
@@ -66,20 +65,9 @@ class QAEnvironment(BaseEnvironment):
         em_weight: float = 0.9,
         judge: SimpleQAGrader | None = None,
         hub_config: str | None = None,
-        weights: RewardWeights | Mapping[str, float] | None = None,
-        splits: Mapping[str, float] = DEFAULT_SPLITS,
-        split_seed: str = "nbagent",
-        extra_tools: Sequence[Tool] = (),
-        kernel_config: KernelConfig | None = None,
-        agent_overrides: Mapping[str, Any] | None = None,
+        **options: Unpack[EnvironmentOptions],
     ) -> None:
-        super().__init__(
-            kernel_config=kernel_config,
-            agent_overrides=agent_overrides,
-            weights=weights,
-            splits=splits,
-            split_seed=split_seed,
-        )
+        super().__init__(**options)
         if "{question}" not in prompt_template:
             raise DatasetError("prompt_template must contain '{question}'")
         self.dataset = dataset
@@ -98,10 +86,7 @@ class QAEnvironment(BaseEnvironment):
             )
         self.search: SearchMode = search
         self.corpus = Path(corpus) if corpus is not None else None
-        self.search_provider = search_provider
-        self.search_base_url = search_base_url
-        self.search_api_key_env = search_api_key_env
-        self._extra_tools = list(extra_tools)
+        self.web_search = WebSearch(search_provider, base_url=search_base_url, api_key_env=search_api_key_env)
         self._built_tools: list[Tool] | None = None
 
     # -- tasks --------------------------------------------------------------------------------------
@@ -164,16 +149,9 @@ class QAEnvironment(BaseEnvironment):
                 assert self.corpus is not None
                 built.append(corpus_search_tool(self.corpus))
             elif self.search == "web":
-                built.append(
-                    web_search_tool(
-                        self.search_provider,
-                        base_url=self.search_base_url,
-                        api_key_env=self.search_api_key_env,
-                    )
-                )
-                built.append(read_webpage_tool())
-            self._built_tools = built + self._extra_tools
-        return list(self._built_tools)
+                built += [web_search_tool(self.web_search), read_webpage_tool()]
+            self._built_tools = built
+        return self._built_tools + super().tools()
 
     # -- reward -------------------------------------------------------------------------------------
 

@@ -28,28 +28,14 @@ class Passage(TypedDict):
     score: float
 
 
-def web_search_tool(
-    provider: str = "serper",
-    *,
-    base_url: str | None = None,
-    api_key_env: str | None = None,
-    max_results: int = 5,
-    budget_chars: int = 1000,
-    timeout_s: float = 20.0,
-) -> Tool:
-    """`web_search(query)` through `provider` (serper, tavily, brave or searxng).
+def web_search_tool(search: WebSearch | str = "serper") -> Tool:
+    """`web_search(query)` through a configured `WebSearch`, or a provider name with its defaults
+    (serper, tavily, brave or searxng).
 
-    The API key is read from the host environment variable `api_key_env` (the provider's usual one by
-    default: SERPER_API_KEY, TAVILY_API_KEY, BRAVE_API_KEY; SearXNG needs SEARXNG_URL instead).
+    The API key is read from the host environment variable the `WebSearch` names (by default
+    SERPER_API_KEY, TAVILY_API_KEY or BRAVE_API_KEY; SearXNG needs SEARXNG_URL instead).
     """
-    search = WebSearch(
-        provider,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        max_results=max_results,
-        budget_chars=budget_chars,
-        timeout_s=timeout_s,
-    )
+    run = WebSearch(search) if isinstance(search, str) else search
 
     @tool
     async def web_search(query: str) -> str:
@@ -58,7 +44,7 @@ def web_search_tool(
         Args:
             query: What to search for, like a search-engine query.
         """
-        return await search(query)
+        return await run(query)
 
     return web_search
 

@@ -38,6 +38,7 @@ _BLOCK = {
     "p", "div", "section", "article", "main", "header", "footer", "nav", "aside", "figure", "figcaption",
     "form", "fieldset", "dl", "dt", "dd", "address", "details", "summary", "body", "html",
 }  # fmt: skip
+_INLINE = {"strong": "**", "b": "**", "em": "*", "i": "*", "code": "`"}
 _VOID = {"br", "hr", "img", "meta", "link", "input", "wbr", "area", "base", "col", "source", "track"}
 
 
@@ -92,12 +93,8 @@ class _Converter(HTMLParser):
             self._pre_depth += 1
             self._break()
             self._emit("```\n")
-        elif tag == "code" and not self._pre_depth:
-            self._emit("`")
-        elif tag in ("strong", "b"):
-            self._emit("**")
-        elif tag in ("em", "i"):
-            self._emit("*")
+        elif tag in _INLINE and not (tag == "code" and self._pre_depth):
+            self._emit(_INLINE[tag])
         elif tag == "blockquote":
             self._quote_depth += 1
             self._break()
@@ -144,12 +141,8 @@ class _Converter(HTMLParser):
             self._pre_depth -= 1
             self._emit("\n```")
             self._break()
-        elif tag == "code" and not self._pre_depth:
-            self._emit("`")
-        elif tag in ("strong", "b"):
-            self._emit("**")
-        elif tag in ("em", "i"):
-            self._emit("*")
+        elif tag in _INLINE and not (tag == "code" and self._pre_depth):
+            self._emit(_INLINE[tag])
         elif tag == "blockquote" and self._quote_depth:
             self._quote_depth -= 1
             self._break()

@@ -82,7 +82,7 @@ async def test_key_is_read_from_the_host_when_the_tool_runs(
 ) -> None:
     local_server.route("POST", "/search", Reply(body=_reply_for("serper")))
     monkeypatch.delenv("MY_SEARCH_KEY", raising=False)
-    tool = web_search_tool("serper", base_url=local_server.url, api_key_env="MY_SEARCH_KEY")
+    tool = web_search_tool(WebSearch("serper", base_url=local_server.url, api_key_env="MY_SEARCH_KEY"))
     assert "def web_search(query: str) -> str:" in tool.render_stub()
     with pytest.raises(ToolError, match="set MY_SEARCH_KEY in the environment"):
         await tool.invoke(["q"], {})
