@@ -134,3 +134,15 @@ async def test_search_corpus_tool() -> None:
         await search.invoke(["x"], {"k": 50})
     with pytest.raises(ToolArgumentError):
         await search.invoke([], {})
+
+
+def test_concurrent_searches_match_serial_ones() -> None:
+    """Tools run in worker threads: one shared index must give every thread the right answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    index = CorpusIndex.for_file(DEMO_CORPUS)
+    queries = [q["question"] for q in _questions()] * 4
+    serial = [[h["id"] for h in index.search(q, 5)] for q in queries]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(lambda q: [h["id"] for h in index.search(q, 5)], queries))
+    assert parallel == serial
