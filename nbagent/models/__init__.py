@@ -4,5 +4,15 @@ from nbagent.models.base import ChatMessage, Model, ModelError
 from nbagent.models.local import ensure_smollm2
 from nbagent.models.openai import OpenAIModel
 from nbagent.models.retry import RetryPolicy
+from nbagent.models.testing import FunctionModel, ScriptedModel
 
-__all__ = ["ChatMessage", "Model", "ModelError", "OpenAIModel", "RetryPolicy", "ensure_smollm2"]
+__all__ = [
+    "ChatMessage",
+    "FunctionModel",
+    "Model",
+    "ModelError",
+    "OpenAIModel",
+    "RetryPolicy",
+    "ScriptedModel",
+    "ensure_smollm2",
+]
