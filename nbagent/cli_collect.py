@@ -1,0 +1,403 @@
+"""`nbagent collect` and `nbagent eval`: many scored episodes of an environment, and their accuracy table.
+
+Both take the model and agent flags of `nbagent run` (see `nbagent.cli`). `collect` writes grouped,
+scored trajectories and can resume; `eval` collects the same way (split ``test`` by default) and then
+prints and saves the per-dataset table computed from the trajectories' rewards.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from nbagent.cli import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    ApiKeyOption,
+    BaseUrlOption,
+    CellTimeoutOption,
+    EpisodeTimeoutOption,
+    FormatChoice,
+    FormatOption,
+    LocalModelOption,
+    MaxStepsOption,
+    MaxTokensOption,
+    ModelOption,
+    PrefillOption,
+    SandboxOption,
+    TemperatureOption,
+    ToolOption,
+    agent_settings,
+    resolve_model,
+)
+from nbagent.errors import ConfigError, NBAgentError
+
+if TYPE_CHECKING:
+    from nbagent.agent import Agent
+    from nbagent.environments import Environment
+    from nbagent.rollout import CollectSummary
+    from nbagent.trajectory import TaskSpec
+
+__all__ = ["EndpointAgentFactory", "register"]
+
+
+@dataclass(frozen=True)
+class EndpointAgentFactory:
+    """Builds the agent of the shared model/agent flags for an environment. Picklable, so Ray actors
+    build their own model client and agent from it."""
+
+    base_url: str | None
+    model: str | None
+    api_key: str | None
+    local_model: Path | None
+    max_steps: int
+    temperature: float | None
+    max_tokens: int | None
+    cell_timeout: float
+    episode_timeout: float
+    action_format: FormatChoice | None
+    prefill: str | None
+    tools: tuple[str, ...]
+    sandbox: bool
+
+    def __call__(self, env: Environment) -> Agent[Any, Any]:
+        from nbagent.rollout import agent_for_environment
+
+        choice = resolve_model(self.base_url, self.model, self.api_key, self.local_model)
+        settings = agent_settings(
+            choice,
+            max_steps=self.max_steps,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            cell_timeout=self.cell_timeout,
+            episode_timeout=self.episode_timeout,
+            action_format=self.action_format,
+            prefill=self.prefill,
+            tools=list(self.tools),
+            sandbox=self.sandbox,
+        )
+        return agent_for_environment(env, choice.model, **settings)
+
+
+# --------------------------------------------------------------------------------------------------
+# Options of both commands
+# --------------------------------------------------------------------------------------------------
+
+EnvOption = Annotated[str, typer.Option("--env", help="Environment name (qa, math, or module.path).")]
+DatasetOption = Annotated[
+    str | None,
+    typer.Option("--dataset", help="Dataset of the environment: a file or a name (qa: demo, hotpotqa, ...)."),
+]
+EnvArgOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--env-arg",
+        help="Extra environment argument KEY=VALUE (VALUE read as JSON when it parses; repeatable).",
+        show_default=False,
+    ),
+]
+LimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N tasks.")]
+ConcurrencyOption = Annotated[
+    int, typer.Option("--concurrency", "-c", min=1, help="Episodes in flight (kernels in the pool).")
+]
+ResumeOption = Annotated[
+    bool, typer.Option("--resume", help="Skip (task, sample) pairs already in --out and append the rest.")
+]
+RayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray", help="Run episodes on Ray actors: 'local' or a cluster address (ray://... or auto)."
+    ),
+]
+RayActorsOption = Annotated[
+    int | None,
+    typer.Option("--ray-actors", min=1, help="Ray actors (default: one per 8 episodes in flight)."),
+]
+InflightOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-inflight-requests", min=1, help="Most model requests in flight at once (per process)."
+    ),
+]
+TagOption = Annotated[
+    str | None, typer.Option("--tag", help="Mixed into group ids, e.g. an RL iteration.", show_default=False)
+]
+PolicyVersionOption = Annotated[
+    str | None, typer.Option("--policy-version", help="Recorded in each trajectory.", show_default=False)
+]
+JudgeModelOption = Annotated[
+    str | None,
+    typer.Option("--judge-model", help="qa: grade answers with SimpleQA's LLM judge on this model."),
+]
+JudgeBaseUrlOption = Annotated[
+    str | None, typer.Option("--judge-base-url", help="OpenAI-compatible endpoint of the judge.")
+]
+ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+
+
+def _env_kwargs(
+    dataset: str | None, env_args: list[str] | None, judge_model: str | None, judge_base_url: str | None
+) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for item in env_args or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--env-arg {item!r}: write KEY=VALUE, e.g. --env-arg search=corpus")
+        try:
+            kwargs[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            kwargs[key.strip()] = raw
+    if dataset is not None:
+        kwargs["dataset"] = dataset
+    if judge_model is not None:
+        kwargs["judge_model"] = judge_model
+        if judge_base_url is not None:
+            kwargs["judge_base_url"] = judge_base_url
+    return kwargs
+
+
+@dataclass
+class _Plan:
+    env: Environment
+    env_source: Any
+    tasks: list[TaskSpec]
+
+
+def _plan(env_name: str, env_kwargs: dict[str, Any], split: str, limit: int | None, ray: str | None) -> _Plan:
+    from nbagent.environments import load_environment
+
+    env = load_environment(env_name, **env_kwargs)
+    tasks = list(env.tasks(split))
+    if not tasks:
+        raise ConfigError(f"environment {env.name!r} has no tasks in split {split!r}")
+    source = functools.partial(load_environment, env_name, **env_kwargs) if ray else env
+    return _Plan(env, source, tasks[:limit] if limit else tasks)
+
+
+def _run_collection(
+    console: Console,
+    plan: _Plan,
+    factory: EndpointAgentFactory,
+    *,
+    split: str,
+    samples: int,
+    concurrency: int,
+    out: Path,
+    resume: bool,
+    ray: str | None,
+    ray_actors: int | None,
+    max_inflight_requests: int | None,
+    tag: str | None,
+    policy_version: str | None,
+    progress: bool,
+) -> CollectSummary:
+    """Run `collect` for the CLI; Ctrl-C exits 130 with a hint to resume (finished episodes are kept)."""
+    import anyio
+
+    from nbagent.rollout import collect
+
+    agent: Any = factory if ray else factory(plan.env)
+    console.print(
+        Text(
+            f"{plan.env.name}: {len(plan.tasks)} tasks x {samples} samples, {concurrency} at once"
+            + (f" on Ray ({ray})" if ray else "")
+            + f" -> {out}",
+            style="dim",
+        )
+    )
+    run = functools.partial(
+        collect,
+        plan.env_source,
+        agent,
+        plan.tasks,
+        out=out,
+        split=split,
+        samples=samples,
+        concurrency=concurrency,
+        resume=resume,
+        max_inflight_requests=max_inflight_requests,
+        tag=tag,
+        policy_version=policy_version,
+        progress=progress,
+        ray=ray,
+        ray_actors=ray_actors,
+    )
+    try:
+        return anyio.run(run)
+    except KeyboardInterrupt:
+        console.print(
+            Text(f"Interrupted. Finished episodes are in {out}; continue with --resume.", style="yellow")
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _print_summary(console: Console, summary: CollectSummary) -> None:
+    mean = "-" if summary.reward_mean is None else f"{summary.reward_mean:.3f}"
+    ends = ", ".join(f"{k} {v}" for k, v in summary.terminations.most_common())
+    console.print(
+        f"{summary.written} episodes written ({summary.skipped} already there), {summary.failed} failed, "
+        f"reward mean {mean}, {summary.wall_s:.1f} s ({summary.episodes_per_s:.2f} episodes/s)"
+        + (f"; ends: {ends}" if ends else "")
+    )
+    if summary.truncated_bytes:
+        console.print(
+            Text(
+                f"Removed a torn last record ({summary.truncated_bytes} bytes); it was run again.",
+                style="dim",
+            )
+        )
+    if summary.corrupt_lines:
+        console.print(
+            Text(f"{summary.corrupt_lines} corrupt line(s) in {summary.out} were skipped.", style="yellow")
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------------
+
+
+def collect_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Trajectory JSONL file to append to.")],
+    env: EnvOption = "qa",
+    dataset: DatasetOption = None,
+    env_arg: EnvArgOption = None,
+    split: Annotated[str, typer.Option("--split", help="Split of the tasks.")] = "train",
+    limit: LimitOption = None,
+    samples: Annotated[int, typer.Option("--samples", "-k", min=1, help="Episodes per task.")] = 1,
+    concurrency: ConcurrencyOption = 8,
+    resume: ResumeOption = False,
+    ray: RayOption = None,
+    ray_actors: RayActorsOption = None,
+    max_inflight_requests: InflightOption = None,
+    tag: TagOption = None,
+    policy_version: PolicyVersionOption = None,
+    judge_model: JudgeModelOption = None,
+    judge_base_url: JudgeBaseUrlOption = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    local_model: LocalModelOption = None,
+    max_steps: MaxStepsOption = 10,
+    temperature: TemperatureOption = None,
+    max_tokens: MaxTokensOption = None,
+    cell_timeout: CellTimeoutOption = 60.0,
+    episode_timeout: EpisodeTimeoutOption = 240.0,
+    action_format: FormatOption = None,
+    prefill: PrefillOption = None,
+    tool: ToolOption = None,
+    sandbox: SandboxOption = False,
+    progress: ProgressOption = True,
+) -> None:
+    """Run N tasks x K samples of an environment, score them, and append each episode to --out."""
+    console = Console(stderr=True, highlight=False)
+    factory = EndpointAgentFactory(
+        base_url, model, api_key, local_model, max_steps, temperature, max_tokens, cell_timeout,
+        episode_timeout, action_format, prefill, tuple(tool or ()), sandbox,
+    )  # fmt: skip
+    try:
+        plan = _plan(env, _env_kwargs(dataset, env_arg, judge_model, judge_base_url), split, limit, ray)
+        summary = _run_collection(
+            console, plan, factory, split=split, samples=samples, concurrency=concurrency, out=out,
+            resume=resume, ray=ray, ray_actors=ray_actors, max_inflight_requests=max_inflight_requests,
+            tag=tag, policy_version=policy_version, progress=progress,
+        )  # fmt: skip
+    except NBAgentError as exc:
+        console.print(Text(f"error: {exc}", style="red"))
+        raise typer.Exit(EXIT_ERROR) from None
+    _print_summary(console, summary)
+
+
+def eval_command(
+    env: EnvOption = "qa",
+    dataset: DatasetOption = None,
+    env_arg: EnvArgOption = None,
+    split: Annotated[str, typer.Option("--split", help="Split of the tasks.")] = "test",
+    limit: LimitOption = None,
+    samples: Annotated[int, typer.Option("--samples", "-k", min=1, help="Episodes per task (pass@k).")] = 1,
+    concurrency: ConcurrencyOption = 8,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Trajectory file (default runs/eval/<env>-<time>.jsonl)."),
+    ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Where to write the table as JSON (default: <out>.metrics.json)."),
+    ] = None,
+    success_metric: Annotated[
+        str,
+        typer.Option(
+            "--success-metric", help="Reward breakdown key that decides 'solved' ('total' for the total)."
+        ),
+    ] = "exact_match",
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Solved when the metric is at least this.")
+    ] = 1.0,
+    resume: ResumeOption = False,
+    ray: RayOption = None,
+    ray_actors: RayActorsOption = None,
+    max_inflight_requests: InflightOption = None,
+    tag: TagOption = None,
+    judge_model: JudgeModelOption = None,
+    judge_base_url: JudgeBaseUrlOption = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    local_model: LocalModelOption = None,
+    max_steps: MaxStepsOption = 10,
+    temperature: TemperatureOption = None,
+    max_tokens: MaxTokensOption = None,
+    cell_timeout: CellTimeoutOption = 60.0,
+    episode_timeout: EpisodeTimeoutOption = 240.0,
+    action_format: FormatOption = None,
+    prefill: PrefillOption = None,
+    tool: ToolOption = None,
+    sandbox: SandboxOption = False,
+    progress: ProgressOption = True,
+) -> None:
+    """Run an environment's tasks and print the accuracy table per dataset (EM, F1, judge, pass@k)."""
+    from nbagent.evaluation import evaluate, render_report
+    from nbagent.rollout import plan_jobs
+    from nbagent.trajectory import read_trajectories
+
+    console = Console(stderr=True, highlight=False)
+    out = out or Path("runs") / "eval" / f"{env.replace(':', '_')}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    factory = EndpointAgentFactory(
+        base_url, model, api_key, local_model, max_steps, temperature, max_tokens, cell_timeout,
+        episode_timeout, action_format, prefill, tuple(tool or ()), sandbox,
+    )  # fmt: skip
+    try:
+        plan = _plan(env, _env_kwargs(dataset, env_arg, judge_model, judge_base_url), split, limit, ray)
+        summary = _run_collection(
+            console, plan, factory, split=split, samples=samples, concurrency=concurrency, out=out,
+            resume=resume, ray=ray, ray_actors=ray_actors, max_inflight_requests=max_inflight_requests,
+            tag=tag, policy_version=None, progress=progress,
+        )  # fmt: skip
+    except NBAgentError as exc:
+        console.print(Text(f"error: {exc}", style="red"))
+        raise typer.Exit(EXIT_ERROR) from None
+    _print_summary(console, summary)
+    planned = {job.key for job in plan_jobs(plan.env.name, plan.tasks, samples, tag)}
+    trajectories = [
+        t for t in read_trajectories(out, on_error="skip") if (t.group_id, t.sample_index) in planned
+    ]
+    report = evaluate(trajectories, success_metric=success_metric, threshold=threshold)
+    render_report(report, Console(highlight=False))
+    target = json_out or out.with_suffix(".metrics.json")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    console.print(Text(f"table: {target}; trajectories: {out}", style="dim"))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `collect` and `eval` to the `nbagent` app."""
+    app.command("collect")(collect_command)
+    app.command("eval")(eval_command)

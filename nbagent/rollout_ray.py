@@ -1,0 +1,181 @@
+"""Run a collection's episodes on Ray actors; results stream back to the driver's single writer.
+
+Each actor builds the environment and the agent once (from the factories `collect` was given, shipped
+by Ray's pickling), holds its own `KernelPool`, and answers ``run(job)`` with the finished, scored
+trajectory as JSON. The driver keeps a fixed number of episodes in flight per actor, pulling jobs from
+one shared list, so a fast actor takes more work. An actor that dies mid-episode is restarted by Ray;
+the episode it was running is written as ``termination="error"`` with Ray's message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from nbagent.errors import ConfigError, NBAgentError
+from nbagent.rollout import (
+    AgentSource,
+    EnvironmentSource,
+    EpisodeJob,
+    EpisodeSettings,
+    kernel_config_for,
+    resolve_agent,
+    resolve_environment,
+    run_episode,
+)
+from nbagent.trajectory import ModelInfo, Termination, Trajectory
+
+if TYPE_CHECKING:
+    from nbagent.kernel import KernelPool
+
+__all__ = ["EpisodeWorker", "RolloutError", "run_on_ray"]
+
+
+class RolloutError(NBAgentError):
+    """The episode workers could not be set up (nothing was run)."""
+
+
+class EpisodeWorker:
+    """The Ray actor: one environment, one agent, one kernel pool of `pool_size` kernels."""
+
+    def __init__(
+        self, env: EnvironmentSource, agent: AgentSource, pool_size: int, settings: EpisodeSettings
+    ) -> None:
+        self.env = resolve_environment(env)
+        self.agent = resolve_agent(agent, self.env, settings.max_inflight_requests)
+        self.settings = settings
+        self.pool_size = pool_size
+        self._pool: KernelPool | None = None
+        self._lock = anyio.Lock()
+
+    async def _ensure_pool(self) -> KernelPool:
+        async with self._lock:
+            if self._pool is None:
+                from nbagent.kernel import KernelPool
+
+                pool = KernelPool(self.pool_size, kernel_config_for(self.env, self.agent))
+                await pool.start()
+                self._pool = pool
+            return self._pool
+
+    async def ready(self) -> None:
+        """Start the kernel pool; raises here, before any episode, when the set-up is broken."""
+        await self._ensure_pool()
+
+    async def run(self, job: EpisodeJob) -> str:
+        """Run and score one episode; the trajectory as a JSON string."""
+        pool = await self._ensure_pool()
+        traj = await run_episode(
+            self.agent,
+            self.env,
+            job,
+            pool,
+            split=self.settings.split,
+            policy_version=self.settings.policy_version,
+            hard_timeout_s=self.settings.hard_timeout_s,
+        )
+        return traj.model_dump_json()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
+
+
+def _lost_episode(job: EpisodeJob, settings: EpisodeSettings, env_name: str, error: str) -> Trajectory:
+    """The record of an episode whose actor failed before returning it."""
+    return Trajectory(
+        task=job.task,
+        environment=env_name,
+        split=settings.split,
+        group_id=job.group_id,
+        sample_index=job.sample_index,
+        model=ModelInfo(provider="unknown", model="unknown", policy_version=settings.policy_version),
+        termination=Termination.ERROR,
+        error=error,
+    )
+
+
+def _connect(address: str) -> bool:
+    """Join (or start, for ``"local"``) a Ray cluster unless already connected; True when we connected."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=None if address == "local" else address, ignore_reinit_error=True, log_to_driver=False)
+    return True
+
+
+async def run_on_ray(
+    env: EnvironmentSource,
+    agent: AgentSource,
+    jobs: Sequence[EpisodeJob],
+    concurrency: int,
+    settings: EpisodeSettings,
+    results: MemoryObjectSendStream[Trajectory],
+    *,
+    address: str,
+    actors: int,
+) -> None:
+    """Run `jobs` on `actors` Ray actors, `concurrency` episodes in flight in all, sending each
+    trajectory to `results` (the driver's writer)."""
+    from nbagent.agent import Agent
+
+    if isinstance(agent, Agent):
+        raise ConfigError(
+            "with Ray, pass a function that builds the agent (env -> Agent), not an Agent: each actor "
+            "builds its own agent and model client"
+        )
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError("Ray is not installed; install the extra: pip install 'nbagent[ray]'") from exc
+    env_name = resolve_environment(env).name
+    actors = max(1, min(actors, len(jobs)))
+    per_actor = max(1, math.ceil(concurrency / actors))
+    connected_here = _connect(address)
+    worker_cls: Any = ray.remote(EpisodeWorker)
+    handles = [
+        worker_cls.options(
+            num_cpus=1, max_restarts=2, max_concurrency=per_actor + 1, scheduling_strategy="SPREAD"
+        ).remote(env, agent, per_actor, settings)
+        for _ in range(actors)
+    ]
+    try:
+        for handle in handles:
+            await handle.ready.remote()
+    except Exception as exc:
+        for handle in handles:
+            ray.kill(handle)
+        if connected_here:
+            ray.shutdown()
+        raise RolloutError(f"the Ray episode workers could not start: {exc}") from exc
+    pending: Iterator[EpisodeJob] = iter(jobs)
+
+    async def drive(handle: Any, send: MemoryObjectSendStream[Trajectory]) -> None:
+        async with send:
+            for job in pending:
+                try:
+                    traj = Trajectory.model_validate_json(await handle.run.remote(job))
+                except Exception as exc:  # an actor died or could not be built: record, go on
+                    traj = _lost_episode(job, settings, env_name, f"Ray: {type(exc).__name__}: {exc}")
+                await send.send(traj)
+
+    try:
+        async with results, anyio.create_task_group() as tg:
+            for handle in handles:
+                for _ in range(per_actor):
+                    tg.start_soon(drive, handle, results.clone())
+    finally:
+        with anyio.CancelScope(shield=True):
+            for handle in handles:
+                with contextlib.suppress(Exception):  # an actor already gone has nothing to close
+                    await handle.close.remote()
+                ray.kill(handle)
+        if connected_here:
+            ray.shutdown()

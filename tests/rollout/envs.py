@@ -1,0 +1,63 @@
+"""A small arithmetic environment and a scripted "model" that solves it, for collection tests.
+
+``--env tests.rollout.envs`` loads it by module path (so subprocesses and Ray actors find it too).
+The responder reads the two numbers of the question, has the kernel compute their sum in a first
+cell, print it again in the middle steps, and submit it from the kernel in the last one: every
+episode runs real code in a real kernel and ends with ``submit_final_answer``. A question that
+contains ``BOOM`` makes the server answer HTTP 400 (an endpoint error); ``WRONG`` makes it submit a
+wrong sum (reward 0).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from nbagent.environments import SimpleEnvironment
+from nbagent.trajectory import TaskSpec
+from tests.fixtures.fake_openai import Body, FakeServerError, Responder, first_user_text, step_index
+
+
+def arithmetic_tasks(n: int, *, boom: int = 0, wrong: int = 0) -> list[TaskSpec]:
+    """`n` sum questions; the first `boom` trigger an endpoint error, the next `wrong` a wrong answer."""
+    tasks = []
+    for i in range(n):
+        marker = "BOOM " if i < boom else "WRONG " if i < boom + wrong else ""
+        tasks.append(
+            TaskSpec(id=f"add-{i:03d}", prompt=f"{marker}What is {i} + {i + 7}?", references=[str(2 * i + 7)])
+        )
+    return tasks
+
+
+def _check(answer: Any, task: TaskSpec) -> float:
+    return float(str(answer).strip() == task.references[0])
+
+
+def load_environment(n: int = 12, boom: int = 0, wrong: int = 0) -> SimpleEnvironment:
+    """The arithmetic environment: every task in the ``train`` split."""
+    return SimpleEnvironment("arith", {"train": arithmetic_tasks(n, boom=boom, wrong=wrong)}, _check)
+
+
+def arithmetic_responder(steps: int = 2) -> Responder:
+    """Solve an arithmetic task in `steps` model calls (compute, print again ..., submit)."""
+    if steps < 2:
+        raise ValueError("an episode needs at least a compute step and a submit step")
+
+    def respond(body: Body) -> str:
+        question = first_user_text(body)
+        if "BOOM" in question:
+            raise FakeServerError(400, "this model refuses the prompt")
+        a, b = (int(x) for x in re.findall(r"What is (\d+) \+ (\d+)\?", question)[0])
+        step = step_index(body)
+        if step == 0:
+            return (
+                f"<think>I add the two numbers in Python.</think><code>total = {a} + {b}\nprint(total)</code>"
+            )
+        if step < steps - 1:
+            return "<think>Let me look at the total again.</think><code>print('total is', total)</code>"
+        answer = "total + 1" if "WRONG" in question else "total"
+        return (
+            f"<think>The total is computed; submitting it.</think><code>submit_final_answer({answer})</code>"
+        )
+
+    return respond

@@ -1,0 +1,142 @@
+"""`nbagent collect` and `nbagent eval`: a real SIGKILL mid-run, resume, and the eval table."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from nbagent.cli import load_command_modules
+from nbagent.trajectory import Termination, read_trajectories
+from tests.fixtures.fake_openai import FakeOpenAIServer
+from tests.rollout.envs import arithmetic_responder
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_args(server: FakeOpenAIServer, out: Path, *extra: str) -> list[str]:
+    return [
+        "--env", "tests.rollout.envs", "--base-url", server.base_url, "--model", "fake-model",
+        "--out", str(out), "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def count_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def kernel_pids(pid: int) -> list[int]:
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def wait_gone(pids: list[int], timeout_s: float = 30.0) -> list[int]:
+    """PIDs still alive after `timeout_s` (killed then, so the test leaves nothing behind)."""
+    _gone, alive = psutil.wait_procs([p for p in map(_proc, pids) if p is not None], timeout=timeout_s)
+    for proc in alive:
+        proc.kill()
+    return [proc.pid for proc in alive]
+
+
+def _proc(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_then_resume_loses_and_repeats_nothing(
+    fake_openai_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    fake_openai_server.responder = arithmetic_responder(steps=2)
+    fake_openai_server.latency_s = 0.1
+    out = tmp_path / "traj.jsonl"
+    n, k = 10, 3
+    command = [
+        sys.executable, "-c", "from nbagent.cli import main; main()", "collect",
+        *cli_args(fake_openai_server, out, "--env-arg", f"n={n}", "--samples", str(k), "--concurrency", "4"),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    rng = random.Random(1234)
+    kills = 0
+    leftovers: list[int] = []
+    for attempt in range(3):
+        before = count_lines(out)
+        proc = subprocess.Popen(
+            [*command, *(["--resume"] if attempt else [])],
+            cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        target = before + rng.randint(2, 6)
+        deadline = time.monotonic() + 120
+        while count_lines(out) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.005, 0.05))
+        if proc.poll() is not None:
+            break  # it finished before we could kill it
+        children = kernel_pids(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        leftovers += wait_gone(children)
+    assert kills >= 2
+    assert leftovers == [], "kernels outlived the killed collector"
+    final = subprocess.run(
+        [*command, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert final.returncode == 0, final.stdout + final.stderr
+    trajs = list(read_trajectories(out))  # on_error="raise": no torn or corrupt line is left
+    counted = Counter((t.task.id, t.sample_index) for t in trajs)
+    assert set(counted) == {(f"add-{i:03d}", s) for i in range(n) for s in range(k)}
+    assert max(counted.values()) == 1, "a pair was written twice"
+    assert all(t.termination is Termination.SUBMITTED for t in trajs)
+    assert "0 failed" in final.stderr
+
+
+def test_collect_cli_refuses_an_existing_file_without_resume(
+    fake_openai_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    fake_openai_server.responder = arithmetic_responder(steps=2)
+    out = tmp_path / "traj.jsonl"
+    out.write_text("{}\n")
+    result = CliRunner().invoke(load_command_modules(), ["collect", *cli_args(fake_openai_server, out)])
+    assert result.exit_code == 1
+    assert "--resume" in result.output
+    assert out.read_text() == "{}\n"
+
+
+def test_collect_cli_explains_an_unreachable_endpoint(tmp_path: Path) -> None:
+    args = ["collect", "--env", "tests.rollout.envs", "--base-url", "http://127.0.0.1:9/v1"]
+    result = CliRunner().invoke(load_command_modules(), [*args, "--out", str(tmp_path / "t.jsonl")])
+    assert result.exit_code == 1
+    assert "Cannot reach the endpoint" in result.output
+    assert not (tmp_path / "t.jsonl").exists()
+
+
+def test_eval_prints_and_writes_the_table(fake_openai_server: FakeOpenAIServer, tmp_path: Path) -> None:
+    fake_openai_server.responder = arithmetic_responder(steps=2)
+    out = tmp_path / "eval.jsonl"
+    args = cli_args(fake_openai_server, out, "--env-arg", "n=4", "--env-arg", "wrong=1", "--split", "train")
+    result = CliRunner().invoke(
+        load_command_modules(), ["eval", *args, "--samples", "2", "--success-metric", "answer"]
+    )
+    assert result.exit_code == 0, result.output
+    for text in ("arith", "pass@2", "mean@2", "75.0"):
+        assert text in result.output
+    table = json.loads(out.with_suffix(".metrics.json").read_text())
+    (row,) = table["rows"]
+    assert (row["dataset"], row["tasks"], row["episodes"], row["k"]) == ("arith", 4, 8, 2)
+    assert row["pass_at_k"] == 0.75
+    assert row["mean_at_k"] == 0.75
+    assert row["metrics"]["answer"] == 0.75
