@@ -1,0 +1,37 @@
+"""How a kernel is started: workspace, limits, sandbox, environment, startup code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class KernelConfig(BaseModel):
+    """Settings for one Jupyter kernel (and every kernel of a pool).
+
+    Limits are per kernel process and reset when the kernel restarts.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    workspace: Path | None = None
+    """The kernel's working directory; a fresh temporary directory (removed on shutdown) when None."""
+    memory_limit_mb: int | None = Field(default=None, gt=0)
+    """Cap on the kernel's data memory (RLIMIT_DATA): allocations past it raise MemoryError in the cell."""
+    cpu_time_limit_s: int | None = Field(default=None, gt=0)
+    """CPU seconds the kernel process may use since its last (re)start (RLIMIT_CPU); past it, it dies."""
+    sandbox: bool = False
+    """Run the kernel in a bubblewrap sandbox: read-only system, private writable workspace, own PIDs."""
+    allow_network: bool = True
+    """Whether the sandboxed kernel may use the network (only enforced when `sandbox` is True)."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment variables for the kernel. The host's environment is not passed through."""
+    startup_code: list[str] = Field(default_factory=list)
+    """Cells run after every start, restart and reset (imports, helpers). A failure raises KernelError."""
+    grace_s: float = Field(default=3.0, ge=0)
+    """After a timeout, how long the interrupted kernel has to come back before it is restarted."""
+    start_timeout_s: float = Field(default=60.0, gt=0)
+    """How long a kernel may take to start and answer."""
+    max_output_chars: int = Field(default=2_000_000, ge=1000)
+    """Characters of output kept per cell (head and tail halves); the middle of a flood is dropped."""

@@ -1,0 +1,128 @@
+"""`KernelPool`: kernels started ahead of time and lent to one episode at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Literal
+
+from nbagent.errors import KernelError
+from nbagent.kernel.config import KernelConfig
+from nbagent.kernel.kernel import Kernel
+
+log = logging.getLogger("nbagent.kernel")
+
+ResetMode = Literal["namespace", "restart"]
+
+
+class KernelPool:
+    """`size` kernels started together and leased one episode at a time.
+
+    ``async with pool.lease() as kernel:`` waits for a free kernel. When the lease ends, the kernel is
+    cleaned in the background before its next lease: ``reset="namespace"`` (default) clears its
+    variables, goes back to its workspace and reruns the startup code; ``reset="restart"`` gives a
+    fresh process (full isolation, about half a second each). A kernel that died, timed out or was
+    abandoned mid-cell is always restarted. With `KernelConfig.workspace` set, kernel ``i`` works in
+    ``workspace/kernel-i``. Closing the pool (or cancelling the task that holds it) kills every kernel.
+    """
+
+    def __init__(
+        self, size: int, config: KernelConfig | None = None, *, reset: ResetMode = "namespace"
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"a KernelPool needs at least one kernel, got size={size}")
+        if reset not in ("namespace", "restart"):
+            raise ValueError(f"reset must be 'namespace' or 'restart', got {reset!r}")
+        self.size = size
+        self.config = config or KernelConfig()
+        self.reset_mode: ResetMode = reset
+        self._kernels: list[Kernel] = []
+        self._idle: asyncio.Queue[Kernel] = asyncio.Queue()
+        self._cleaning: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._closed = False
+
+    @property
+    def kernels(self) -> list[Kernel]:
+        """Every kernel of the pool, leased or not."""
+        return list(self._kernels)
+
+    def _config_for(self, index: int) -> KernelConfig:
+        if self.config.workspace is None:
+            return self.config
+        return self.config.model_copy(update={"workspace": self.config.workspace / f"kernel-{index}"})
+
+    async def start(self) -> None:
+        """Start all kernels at once. Raises `KernelError` (after stopping the others) if one fails."""
+        if self._closed:
+            raise KernelError("this pool was closed; create a new KernelPool")
+        if self._started:
+            return
+        self._started = True
+        self._kernels = [Kernel(self._config_for(index)) for index in range(self.size)]
+        try:
+            outcomes = await asyncio.gather(
+                *(kernel.start() for kernel in self._kernels), return_exceptions=True
+            )
+        except BaseException:
+            await self.aclose()
+            raise
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failures:
+            await self.aclose()
+            raise KernelError(
+                f"{len(failures)} of {self.size} kernels failed to start: {failures[0]}"
+            ) from failures[0]
+        for kernel in self._kernels:
+            self._idle.put_nowait(kernel)
+
+    @asynccontextmanager
+    async def lease(self) -> AsyncIterator[Kernel]:
+        """Borrow a kernel for one episode; it is cleaned and returned to the pool afterwards."""
+        if not self._started or self._closed:
+            raise KernelError(
+                "the pool is not running: use `async with KernelPool(n) as pool` or `await pool.start()`"
+            )
+        kernel = await self._idle.get()
+        try:
+            yield kernel
+        finally:
+            if self._closed:
+                await kernel.shutdown()
+            else:
+                task = asyncio.get_running_loop().create_task(self._clean(kernel))
+                self._cleaning.add(task)
+                task.add_done_callback(self._cleaning.discard)
+
+    async def _clean(self, kernel: Kernel) -> None:
+        try:
+            if self.reset_mode == "restart":
+                await kernel.restart()
+            else:
+                await kernel.reset()
+        except (KernelError, OSError) as exc:
+            # Lend it anyway: its next cell restarts it, or reports why it cannot.
+            log.warning("could not reset a pooled kernel (%s); its next cell will restart it", exc)
+        self._idle.put_nowait(kernel)
+
+    async def aclose(self) -> None:
+        """Kill every kernel (leased ones too) and remove their files."""
+        self._closed = True
+        for kernel in self._kernels:
+            kernel.kill()
+        for task in list(self._cleaning):
+            task.cancel()
+        await asyncio.gather(*self._cleaning, return_exceptions=True)
+        await asyncio.gather(*(kernel.shutdown() for kernel in self._kernels), return_exceptions=True)
+
+    async def __aenter__(self) -> KernelPool:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
