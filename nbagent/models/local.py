@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from nbagent.errors import ConfigError
+from nbagent.models.inprocess import TransformersModel
 
 logger = logging.getLogger(__name__)
 
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _MARKER = "nbagent-conversion.json"
-_CONVERSION_VERSION = 1
+_CONVERSION_VERSION = 2
 """Bump when the conversion changes, so cached folders made by an older nbagent are rebuilt."""
 
 
@@ -81,16 +82,23 @@ def ensure_smollm2() -> Path:
         if _is_complete(target):
             return target
         staging = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_NAME}.", dir=target.parent))
+        outdated = staging.with_name(staging.name + ".old")
         try:
             staging.chmod(0o755)
             logger.info("Converting %s into %s (once, about half a minute)", gguf_path, target)
             _convert_gguf(gguf_path, staging)
-            if target.exists():
-                shutil.rmtree(target)  # an unfinished or outdated conversion
+            if target.exists():  # an unfinished or outdated conversion: swap it out, then delete it
+                target.rename(outdated)
             staging.rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(outdated, ignore_errors=True)
     return target
+
+
+def default_local_model() -> TransformersModel:
+    """SmolLM2-135M-Instruct in-process (converted by `ensure_smollm2()` on first use)."""
+    return TransformersModel(ensure_smollm2(), name=SMOLLM2_NAME)
 
 
 def _missing_local_extra(exc: ImportError) -> str:
