@@ -1,7 +1,7 @@
 """The notebook runtime: real Jupyter kernels with bounded cells, limits, a sandbox and a pool."""
 
 from nbagent.kernel.config import KernelConfig
-from nbagent.kernel.kernel import InputHandler, Kernel
+from nbagent.kernel.kernel import InputHandler, Kernel, kernel_module_code
 from nbagent.kernel.pool import KernelPool
 from nbagent.kernel.render import render_cell, strip_ansi, truncate_middle
 from nbagent.trajectory import (
@@ -28,6 +28,7 @@ __all__ = [
     "KernelPool",
     "StreamOutput",
     "ToolCallRecord",
+    "kernel_module_code",
     "render_cell",
     "strip_ansi",
     "truncate_middle",

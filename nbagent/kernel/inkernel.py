@@ -1,7 +1,8 @@
 """Code that runs inside every kernel, as the module ``_nbagent_kernel``.
 
-The host never imports this file: `Kernel` sends its source to the kernel after each start. It lives in
-its own module (not the user namespace) so ``%reset`` does not break it. It provides:
+`Kernel` sends this file's source to the kernel after each start (the host imports it only for
+`HOST_CALL_PREFIX`). It lives in its own module, not the user namespace, so ``%reset`` keeps it. It
+provides:
 
 - a ``pre_run_cell`` hook that makes ``input()`` and ``getpass()`` raise a clear error: an agent's
   notebook has no user to answer, and a prompt would otherwise wait until the cell times out;
@@ -15,8 +16,6 @@ import builtins
 import getpass
 import json
 from typing import Any
-
-from IPython import get_ipython
 
 HOST_CALL_PREFIX = "\x00nbagent:host-call\x00"
 
@@ -57,14 +56,16 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, set | frozenset):
         return sorted(value, key=repr)
     raise TypeError(
-        f"a value of type {type(value).__name__} cannot be sent to the host as JSON; pass str, int, "
-        "float, bool, None, or lists and dicts of them"
+        f"got a value of type {type(value).__name__}, which cannot be sent to the host as JSON; "
+        "pass str, int, float, bool, None, or lists and dicts of them"
     )
 
 
 def call_host(request: dict[str, Any]) -> Any:
     """Send `request` to the host and return its decoded JSON reply."""
     __tracebackhide__ = True
+    from IPython import get_ipython
+
     kernel = get_ipython().kernel
     if not getattr(kernel, "_allow_stdin", False):
         raise HostUnavailableError(
@@ -77,6 +78,8 @@ def call_host(request: dict[str, Any]) -> Any:
 
 def install() -> None:
     """Register the input hook once per kernel process."""
+    from IPython import get_ipython
+
     events = get_ipython().events
     if _block_user_input not in events.callbacks["pre_run_cell"]:
         events.register("pre_run_cell", _block_user_input)

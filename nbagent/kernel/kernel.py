@@ -46,6 +46,7 @@ _ALIVE_CHECK_S = 0.1
 _EOF = "\x04"
 """An input_reply of this value makes ipykernel raise EOFError in the kernel."""
 _LOG_TAIL_BYTES = 4000
+_ANSWER_CANCEL_WAIT_S = 1.0
 
 
 def _boot_code() -> str:
@@ -207,12 +208,9 @@ class Kernel:
             self._require_started()
             if self._owns_workspace:
                 _empty_directory(self.workspace)
-            if self._abandoned or not self.alive:
-                await self._stop_process()
-                await self._launch()
-                return
-            await self._run_internal(_RESET_CODE.format(workspace=str(self.workspace)), "reset")
-            await self._run_setup()
+            if await self._revive() is None:
+                await self._run_internal(_RESET_CODE.format(workspace=str(self.workspace)), "reset")
+                await self._run_setup()
 
     async def shutdown(self) -> None:
         """Stop the kernel and remove its temporary files. Safe to call twice, or while a cell runs
@@ -348,32 +346,38 @@ class Kernel:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
         async with self._lock:
-            self._require_started()
-            before = ""
-            if self._abandoned or not self.alive:
-                before = (
-                    "The previous cell was abandoned mid-run"
-                    if self._abandoned
-                    else f"The kernel had died ({_describe_exit(self._exit_code(), self.config)})"
-                )
-                await self._stop_process()
-                try:
-                    await self._launch()
-                except KernelError as exc:
-                    return CellResult(
-                        code=code,
-                        status=CellStatus.CRASHED,
-                        state_lost=True,
-                        note=f"{before}, and restarting it failed: {exc}",
-                    )
+            try:
+                revived = await self._revive()
+            except KernelError as exc:
+                return CellResult(code=code, status=CellStatus.CRASHED, state_lost=True, note=str(exc))
             result = await self._run(code, timeout, input_handler, store_history=store_history)
-            if before:
-                restarted = (
-                    f"{before}, so the kernel was restarted before this cell: earlier variables are gone."
-                )
+            if revived:
                 result.state_lost = True
-                result.note = f"{restarted} {result.note}" if result.note else restarted
+                result.note = _join_notes(revived, result.note)
             return result
+
+    async def ensure_running(self) -> str | None:
+        """Restart the kernel if it died or was left mid-cell. Returns a sentence saying what happened
+        (for the next result's note), or None when the kernel was fine. Raises `KernelError` when the
+        restart fails."""
+        async with self._lock:
+            return await self._revive()
+
+    async def _revive(self) -> str | None:
+        self._require_started()
+        if not self._abandoned and self.alive:
+            return None
+        before = (
+            "The previous cell was abandoned mid-run"
+            if self._abandoned
+            else f"The kernel had died ({_describe_exit(self._exit_code(), self.config)})"
+        )
+        await self._stop_process()
+        try:
+            await self._launch()
+        except KernelError as exc:
+            raise KernelError(f"{before}, and restarting it failed: {exc}") from exc
+        return f"{before}, so the kernel was restarted before this cell: earlier variables are gone."
 
     def _exit_code(self) -> int | None:
         process = self._guard.process
@@ -448,6 +452,8 @@ class Kernel:
         finally:
             for task in list(answers):
                 task.cancel()
+            if answers:  # let handlers record their cancellation; a sync tool in a thread cannot be stopped
+                await asyncio.wait(list(answers), timeout=_ANSWER_CANCEL_WAIT_S)
         self._abandoned = False
         timed_out = limit_s if interrupted_at is not None else None
         return self._finish(code, started, collector, reply, execution_count, timed_out)
