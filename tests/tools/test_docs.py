@@ -18,4 +18,4 @@ def test_tools_doc_examples_run() -> None:
     namespace: dict[str, object] = {"__name__": "docs_tools"}
     for index, block in enumerate(blocks):
         exec(compile(block, f"{DOC}:block{index}", "exec"), namespace)
-    assert namespace["census"].calls == 2  # type: ignore[attr-defined]
+    assert namespace["census"].calls == 3  # type: ignore[attr-defined]
