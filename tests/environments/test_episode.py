@@ -3,12 +3,16 @@ real tools called from kernel code through the tool bridge, and the environment'
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nbagent.environments import load_environment
 from nbagent.models.testing import ScriptedModel
 from nbagent.rollout import agent_for_environment
 from nbagent.trajectory import CellStatus, Termination
+
+from .conftest import LocalServer, Reply
 
 
 def code(body: str, think: str) -> str:
@@ -67,3 +71,40 @@ async def test_arithmetic_task_answered_by_python_in_the_kernel() -> None:
     assert reward.breakdown["correct"] == 1.0
     assert reward.breakdown["code_execution"] == 0.5  # the first cell raised ZeroDivisionError
     assert reward.total == pytest.approx(0.8 + 0.1 * 1.0 + 0.1 * 0.5)
+
+
+async def test_web_search_from_the_kernel_keeps_the_key_in_the_host(
+    local_server: LocalServer, monkeypatch: pytest.MonkeyPatch, fixtures_dir: Path
+) -> None:
+    local_server.route(
+        "POST",
+        "/search",
+        Reply(
+            body={
+                "organic": [
+                    {"title": "Sallow Bridge", "link": "https://x.example", "snippet": "Seven arches."}
+                ]
+            }
+        ),
+    )
+    monkeypatch.setenv("SERPER_API_KEY", "host-only-secret")
+    env = load_environment(
+        "qa", dataset=str(fixtures_dir / "nq_test.jsonl"), search="web", search_base_url=local_server.url
+    )
+    assert [t.name for t in env.tools()] == ["web_search", "read_webpage"]
+    task = next(t for t in env.tasks("all") if t.id == "nq_test-test_1")
+    script = [
+        code(
+            'import os\nprint(os.environ.get("SERPER_API_KEY"))\nprint(web_search("Sallow Bridge arches"))',
+            "Search the web for the bridge and check the environment.",
+        ),
+        code('submit_final_answer("seven")', "The snippet says seven arches."),
+    ]
+    traj = (await agent_for_environment(env, ScriptedModel(script), max_steps=3).run(task)).trajectory
+    observation = traj.steps[0].observation
+    assert "None" in observation
+    assert "host-only-secret" not in observation
+    assert "1. Sallow Bridge\n   https://x.example\n   Seven arches." in observation
+    assert local_server.requests[0].headers["x-api-key"] == "host-only-secret"
+    reward = await env.score(traj)
+    assert reward.breakdown["exact_match"] == 1.0
