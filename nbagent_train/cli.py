@@ -141,16 +141,17 @@ def fit(
 
 
 def _register_extensions() -> None:
+    """Add the subcommands of `COMMAND_MODULES`; one that fails to load is reported, not fatal."""
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
+            register = getattr(module, "register_commands", None)
+            if register is not None:
+                register(app)
+        except ImportError as exc:
+            if isinstance(exc, ModuleNotFoundError) and exc.name == name:
                 continue
-            raise
-        register = getattr(module, "register_commands", None)
-        if register is not None:
-            register(app)
+            logging.getLogger("nbagent_train").warning("the commands of %s are unavailable: %s", name, exc)
 
 
 def main() -> None:

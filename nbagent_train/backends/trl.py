@@ -319,6 +319,7 @@ class TRLBackend:
         metrics |= {
             "loss": loss_total / max(1, len(parts) * cfg.run.ppo_epochs),
             "optimizer_steps": float(len(parts) * cfg.run.ppo_epochs),
+            "micro_batches": float(sum(len(plan.batches) for plan in parts)),
             "samples": float(len(samples)),
             "scored_tokens": totals[0] / cfg.run.ppo_epochs,
             "tokens": totals[1] / cfg.run.ppo_epochs,

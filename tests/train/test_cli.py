@@ -1,0 +1,146 @@
+"""`nbagent-train fit` end to end (real subprocess, real training on the tiny model) and its errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from nbagent.trajectory import TrajectoryWriter
+from nbagent_train.cli import FIT_FLAGS, resolve_config
+from nbagent_train.config import TrainConfig, load_config
+from nbagent_train.errors import TrainConfigError
+from nbagent_train.metrics import read_metrics
+from tests.train.trajectories import grouped_episodes
+
+CLI = [str(Path(sys.executable).parent / "nbagent-train")]
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def write_trajectories(path: Path, tokenizer: Any, groups: int, steps: int = 2, offset: int = 0) -> Path:
+    with TrajectoryWriter(path) as writer:
+        for traj in grouped_episodes(tokenizer, groups=groups, per_group=4, steps=steps):
+            traj.task.id = traj.group_id = f"{traj.task.id}-{offset}"
+            writer.write(traj)
+    return path
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_fit_turns_trajectory_files_into_servable_weights(
+    tiny_model_dir: Path, tiny_tokenizer: Any, tmp_path: Path
+) -> None:
+    a = write_trajectories(tmp_path / "a.jsonl", tiny_tokenizer, groups=1)
+    b = write_trajectories(tmp_path / "b.jsonl", tiny_tokenizer, groups=1, offset=1)
+    out = tmp_path / "run"
+    proc = run_cli(
+        "fit", "--trajectories", str(a), str(b), "--model", str(tiny_model_dir), "--out", str(out),
+        "--lora-rank", "4", "--algo", "reinforce_pp", "--batch-groups", "1", "--epochs", "2",
+        "--set", "optim.learning_rate=0.005", "--set", "loss.kl_coef=0.01", "--export-merged",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Sample build summary" in proc.stdout
+    assert "iter 4/4" in proc.stdout
+
+    records = read_metrics(out)
+    assert [r["iteration"] for r in records] == [1, 2, 3, 4]
+    for key in ("loss", "kl", "clip_frac", "reward_mean", "advantage_mean", "tokens_per_s", "entropy", "lr"):
+        assert all(key in r for r in records), key
+    assert any(r["kl"] > 0 for r in records)
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+
+    summary = json.loads((out / "build_summary.json").read_text())
+    assert summary["trajectories"] == 8
+    assert summary["samples"] == 16
+    config = load_config(out / "config.yaml")
+    assert config.advantage.estimator == "reinforce_pp"
+    assert config.lora.rank == 4
+    assert [Path(p).name for p in config.trajectories] == ["a.jsonl", "b.jsonl"]
+
+    result = json.loads((out / "result.json").read_text())
+    assert [e["kind"] for e in result["exports"]] == ["lora", "full"]
+    assert (out / "final" / "adapter_model.safetensors").is_file()
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(out / "final"))
+    AutoModelForCausalLM.from_pretrained(out / "final-merged")
+
+    again = run_cli("fit", "-t", str(a), "--model", str(tiny_model_dir), "--out", str(out))
+    assert again.returncode == 2
+    assert "--resume" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("recipe", "args", "message"),
+    [
+        ({"loss": {"clip_lo": 0.1}}, [], "loss.clip_lo: unknown field (did you mean `clip_low`?)"),
+        ({"run": {"micro_batch_tokens": -5}}, [], "run.micro_batch_tokens: Input should be greater than 0"),
+        ({}, ["--algo", "ppo"], "advantage.estimator: Input should be"),
+        ({"optim": "fast"}, [], "optim: Input should be a valid dictionary"),
+        ({}, ["--set", "loss.kl_coef"], "--set 'loss.kl_coef': write it as section.field=value"),
+    ],
+)
+def test_bad_config_names_the_field(
+    tmp_path: Path, recipe: dict[str, Any], args: list[str], message: str
+) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    proc = run_cli("fit", "-t", "missing.jsonl", "--config", str(path), *args, timeout=120)
+    assert proc.returncode == 2
+    text = " ".join(proc.stdout.split())
+    assert message in text
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_missing_trajectory_file_is_reported(tmp_path: Path) -> None:
+    proc = run_cli("fit", "-t", str(tmp_path / "nope.jsonl"), "--model", "m", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "nope.jsonl does not exist" in proc.stdout
+
+
+def test_every_flag_maps_to_a_config_field(tmp_path: Path) -> None:
+    values: dict[str, Any] = {
+        "trajectories": ["x.jsonl"], "model": "m", "tokenizer": "t", "out": "o", "backend": "trl",
+        "lora_rank": 3, "algo": "rloo", "mode": "merged", "lr": 0.5, "epochs": 2, "max_steps": 7,
+        "batch_groups": 2, "micro_batch_tokens": 99, "kl_coef": 0.3, "clip_low": 0.1, "clip_high": 0.4,
+        "max_prompt_tokens": 11, "max_completion_tokens": 12, "dtype": "float32",
+        "gradient_checkpointing": True, "save_every": 5, "seed": 9, "export_merged": True,
+    }  # fmt: skip
+    assert values.keys() == FIT_FLAGS.keys()
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"loss": {"kl_coef": 0.9, "clip_low": 0.05}, "lora": {"rank": 1}}))
+    config = resolve_config(recipe, values, ["run.seed=1", "loss.is_cap=4"])
+    dumped = config.model_dump(mode="json")
+    for flag, dotted in FIT_FLAGS.items():
+        node: Any = dumped
+        for part in dotted.split("."):
+            node = node[part]
+        assert node == values[flag], flag
+    assert config.loss.is_cap == 4  # --set fields survive; flags win over --set and the recipe
+    partial = resolve_config(recipe, {"lora_rank": None}, [])
+    assert partial.lora.rank == 1
+    assert partial.loss.kl_coef == 0.9
+
+
+def test_config_round_trips_and_rejects_inconsistent_values(tmp_path: Path) -> None:
+    config = TrainConfig.model_validate({"model": "m", "loss": {"is_cap": 3.0, "kl_coef": 0.001}})
+    from nbagent_train.config import dump_config
+
+    dump_config(config, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == config
+    with pytest.raises(TrainConfigError, match="is_floor"):
+        load_config(None, {"loss.is_floor": 5.0, "loss.is_cap": 2.0})
+    assert load_config(None, {"advantage.estimator": "dr_grpo"}).aggregation == "constant"
+    assert load_config(None, {}).aggregation == "token_mean"
