@@ -346,6 +346,7 @@ class Kernel:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
         async with self._lock:
+            self._require_started()
             try:
                 revived = await self._revive()
             except KernelError as exc:

@@ -63,6 +63,7 @@ class OutputCollector:
         self._head_size = 0
         self._tail_size = 0
         self.dropped_chars = 0
+        self._tail_mode = False  # once output overflowed the head, everything after goes to the tail
         self._clear_pending = False
         self._displays: dict[str, list[_Item]] = {}
 
@@ -91,7 +92,7 @@ class OutputCollector:
     def _add_stream(self, name: str, text: str) -> None:
         if not text:
             return
-        if self._tail_size == 0 and not self._tail:
+        if not self._tail_mode:
             room = self._head_limit - self._head_size
             if len(text) <= room:
                 self._append_stream(self._head, name, text)
@@ -101,6 +102,7 @@ class OutputCollector:
                 self._append_stream(self._head, name, text[:room])
                 self._head_size += room
                 text = text[room:]
+            self._tail_mode = True
         self._append_stream(self._tail, name, text)
         self._tail_size += len(text)
         self._trim_tail()
@@ -139,10 +141,11 @@ class OutputCollector:
             display_id = (content.get("transient") or {}).get("display_id")
             if display_id:
                 self._displays.setdefault(str(display_id), []).append(item)
-        if not self._tail and self._head_size + item.size <= self._head_limit:
+        if not self._tail_mode and self._head_size + item.size <= self._head_limit:
             self._head.append(item)
             self._head_size += item.size
         else:
+            self._tail_mode = True
             self._tail.append(item)
             self._tail_size += item.size
             self._trim_tail()

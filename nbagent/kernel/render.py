@@ -46,7 +46,8 @@ def _clean(text: str) -> str:
 
 def _mime_placeholder(mime: str, value: Any) -> str:
     if isinstance(value, str) and mime.startswith("image/") and not mime.endswith("svg+xml"):
-        size = len(value.replace("\n", "")) * 3 // 4  # base64 -> bytes
+        encoded = value.replace("\n", "")
+        size = len(encoded) * 3 // 4 - encoded[-2:].count("=")  # base64 -> bytes
         return f"[{mime}, {size:,} bytes: kept in trajectory]"
     size = len(value) if isinstance(value, str) else len(str(value))
     return f"[{mime}, {size:,} characters: kept in trajectory]"
