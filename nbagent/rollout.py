@@ -20,7 +20,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -29,7 +29,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from nbagent.environments import Environment
-from nbagent.errors import ConfigError
+from nbagent.errors import ConfigError, NBAgentError
 from nbagent.models.base import ChatMessage, Model
 from nbagent.trajectory import (
     ModelCall,
@@ -57,6 +57,7 @@ __all__ = [
     "EpisodeJob",
     "OutputExistsError",
     "ResumeState",
+    "RolloutError",
     "agent_for_environment",
     "collect",
     "group_id_for",
@@ -78,6 +79,10 @@ FAILED_TERMINATIONS = frozenset({Termination.ERROR, Termination.TIMEOUT})
 
 class OutputExistsError(ConfigError):
     """The output file already holds trajectories and resuming was not asked for."""
+
+
+class RolloutError(NBAgentError):
+    """The episode workers could not be set up (nothing was run)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -496,6 +501,31 @@ async def _write_results(
                     await outcome
 
 
+def _is_agent(obj: object) -> bool:
+    from nbagent.agent import Agent
+
+    return isinstance(obj, Agent)
+
+
+@contextmanager
+def _unwrap_single() -> Iterator[None]:
+    """Re-raise a task group's only error as itself, so callers catch e.g. `KernelError` directly."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves: list[BaseException] = []
+        pending: list[BaseException] = [group]
+        while pending:
+            exc = pending.pop()
+            if isinstance(exc, BaseExceptionGroup):
+                pending.extend(exc.exceptions)
+            else:
+                leaves.append(exc)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
 # --------------------------------------------------------------------------------------------------
 # The entry point
 # --------------------------------------------------------------------------------------------------
@@ -546,6 +576,11 @@ async def collect(
     """
     if concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+    if ray is not None and _is_agent(agent):
+        raise ConfigError(
+            "with Ray, pass a function that builds the agent (env -> Agent), not an Agent: each actor "
+            "builds its own agent and model client"
+        )
     environment = resolve_environment(env)
     task_list = list(environment.tasks(split) if tasks is None else tasks)
     jobs = plan_jobs(environment.name, task_list, samples, tag)
@@ -562,7 +597,7 @@ async def collect(
     started = time.monotonic()
     if todo:
         send, receive = anyio.create_memory_object_stream[Trajectory](0)
-        with TrajectoryWriter(out) as writer, _ProgressView(summary, progress) as view:
+        with TrajectoryWriter(out) as writer, _ProgressView(summary, progress) as view, _unwrap_single():
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_write_results, receive, writer, summary, view, on_result)
                 if ray is None:

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import socket
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
-from nbagent.errors import ConfigError, NBAgentError
+from nbagent.errors import ConfigError
 from nbagent.rollout import (
     AgentSource,
     EnvironmentSource,
     EpisodeJob,
     EpisodeSettings,
+    RolloutError,
     kernel_config_for,
     resolve_agent,
     resolve_environment,
@@ -33,11 +36,7 @@ from nbagent.trajectory import ModelInfo, Termination, Trajectory
 if TYPE_CHECKING:
     from nbagent.kernel import KernelPool
 
-__all__ = ["EpisodeWorker", "RolloutError", "run_on_ray"]
-
-
-class RolloutError(NBAgentError):
-    """The episode workers could not be set up (nothing was run)."""
+__all__ = ["EpisodeWorker", "run_on_ray"]
 
 
 class EpisodeWorker:
@@ -52,6 +51,8 @@ class EpisodeWorker:
         self.pool_size = pool_size
         self._pool: KernelPool | None = None
         self._lock = anyio.Lock()
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        """Recorded as ``metadata["worker"]`` of each trajectory this actor ran."""
 
     async def _ensure_pool(self) -> KernelPool:
         async with self._lock:
@@ -79,6 +80,7 @@ class EpisodeWorker:
             policy_version=self.settings.policy_version,
             hard_timeout_s=self.settings.hard_timeout_s,
         )
+        traj.metadata["worker"] = self.name
         return traj.model_dump_json()
 
     async def close(self) -> None:
@@ -124,13 +126,6 @@ async def run_on_ray(
 ) -> None:
     """Run `jobs` on `actors` Ray actors, `concurrency` episodes in flight in all, sending each
     trajectory to `results` (the driver's writer)."""
-    from nbagent.agent import Agent
-
-    if isinstance(agent, Agent):
-        raise ConfigError(
-            "with Ray, pass a function that builds the agent (env -> Agent), not an Agent: each actor "
-            "builds its own agent and model client"
-        )
     try:
         import ray
     except ImportError as exc:

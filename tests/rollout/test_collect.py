@@ -200,3 +200,20 @@ async def test_cancelling_a_collection_keeps_finished_episodes(
         )
     assert scope.cancelled_caught
     assert pairs(out) == [("add-000", 0)]  # the finished episode; the cancelled ones are not written
+
+
+async def test_kernels_that_cannot_start_fail_the_run_plainly_before_any_episode(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    from nbagent.errors import KernelError
+    from nbagent.kernel import KernelConfig
+
+    tasks = load_environment(n=2).tasks("train")
+    env = SimpleEnvironment(
+        "arith", {"train": tasks}, lambda a, t: 1.0, kernel_config=KernelConfig(memory_limit_mb=1)
+    )
+    out = tmp_path / "traj.jsonl"
+    with pytest.raises(KernelError, match="failed to start"):
+        await collect(env, make_agent(server, env), out=out, concurrency=2)
+    assert not out.exists() or out.read_text() == ""
+    assert server.requests == []

@@ -1,0 +1,87 @@
+"""Collection on a real local Ray cluster: actors with their own kernel pools, one writer, resume."""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nbagent.cli import load_command_modules
+from nbagent.cli_collect import EndpointAgentFactory
+from nbagent.environments import load_environment
+from nbagent.rollout import collect
+from nbagent.trajectory import Termination, read_trajectories
+from tests.fixtures.fake_openai import FakeOpenAIServer
+from tests.rollout.envs import arithmetic_responder
+
+pytestmark = pytest.mark.slow
+
+ENV = "tests.rollout.envs"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def factory(server: FakeOpenAIServer) -> EndpointAgentFactory:
+    return EndpointAgentFactory(
+        base_url=server.base_url, model="fake-model", api_key=None, local_model=None, max_steps=4,
+        temperature=None, max_tokens=None, cell_timeout=30.0, episode_timeout=120.0, action_format=None,
+        prefill=None, tools=(), sandbox=False,
+    )  # fmt: skip
+
+
+async def test_ray_actors_stream_to_one_writer_and_resume_skips_done_pairs(
+    ray_cluster: None, fake_openai_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    fake_openai_server.responder = arithmetic_responder(steps=2)
+    env = functools.partial(load_environment, ENV, n=6)
+    out = tmp_path / "traj.jsonl"
+    local = await collect(env, factory(fake_openai_server), env().tasks("train")[:2], out=out, samples=2)
+    assert local.written == 4
+    summary = await collect(
+        env, factory(fake_openai_server), out=out, samples=2, concurrency=4, resume=True,
+        ray="local", ray_actors=2, policy_version=3,
+    )  # fmt: skip
+    assert (summary.skipped, summary.written, summary.failed) == (4, 8, 0)
+    trajs = list(read_trajectories(out))
+    counted = Counter((t.task.id, t.sample_index) for t in trajs)
+    assert set(counted) == {(f"add-{i:03d}", s) for i in range(6) for s in range(2)}
+    assert max(counted.values()) == 1
+    from_ray = trajs[4:]
+    assert all(t.termination is Termination.SUBMITTED for t in from_ray)
+    assert all(t.reward is not None and t.reward.total == 1.0 for t in from_ray)
+    assert all(t.model.policy_version == 3 for t in from_ray)
+    assert len({t.metadata["worker"] for t in from_ray}) == 2  # both actors ran episodes
+
+
+async def test_an_agent_instance_is_refused_with_ray(
+    ray_cluster: None, fake_openai_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    from nbagent.errors import ConfigError
+
+    env = load_environment(ENV, n=2)
+    agent = factory(fake_openai_server)(env)
+    with pytest.raises(ConfigError, match="function that builds the agent"):
+        await collect(env, agent, out=tmp_path / "t.jsonl", ray="local")
+
+
+def test_collect_cli_on_ray(ray_cluster: None, fake_openai_server: FakeOpenAIServer, tmp_path: Path) -> None:
+    fake_openai_server.responder = arithmetic_responder(steps=2)
+    out = tmp_path / "traj.jsonl"
+    args = ["collect", "--env", ENV, "--env-arg", "n=3", "--samples", "2", "--ray", "local"]
+    args += ["--base-url", fake_openai_server.base_url, "--out", str(out), "--no-progress"]
+    result = CliRunner().invoke(load_command_modules(), args)
+    assert result.exit_code == 0, result.output
+    assert "on Ray (local)" in result.output
+    assert sorted((t.task.id, t.sample_index) for t in read_trajectories(out)) == [
+        (f"add-{i:03d}", s) for i in range(3) for s in range(2)
+    ]
