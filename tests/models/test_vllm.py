@@ -1,0 +1,167 @@
+"""OpenAIModel and PolicyServer against a real vLLM server serving SmolLM2-135M-Instruct."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nbagent.models import ModelError, OpenAIModel, ensure_smollm2
+from nbagent.models.base import ChatMessage
+from nbagent.trajectory import SamplingSettings
+from nbagent_train.serving.vllm import PolicyServer, PolicyServerError
+
+pytestmark = pytest.mark.vllm
+
+USER: list[ChatMessage] = [
+    {"role": "system", "content": "You answer briefly."},
+    {"role": "user", "content": "Name three colours."},
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(ensure_smollm2())
+
+
+def _model(server: PolicyServer, name: str | None = None) -> OpenAIModel:
+    return OpenAIModel(name or server.served_model_name, base_url=server.base_url)
+
+
+async def test_recorded_ids_and_logprobs_are_what_the_server_returned(
+    vllm_server: PolicyServer, tokenizer: Any
+) -> None:
+    settings = SamplingSettings(temperature=0.9, max_tokens=24, seed=1234)
+    call = await _model(vllm_server).complete(USER, settings)
+    async with httpx.AsyncClient(timeout=120) as client:
+        response = await client.post(
+            vllm_server.base_url + "/chat/completions",
+            json={
+                "model": vllm_server.served_model_name,
+                "messages": USER,
+                "temperature": 0.9,
+                "max_tokens": 24,
+                "seed": 1234,
+                "logprobs": True,
+                "return_token_ids": True,
+            },
+        )
+    raw = response.json()
+    choice = raw["choices"][0]
+    assert call.completion == choice["message"]["content"]
+    assert call.completion_token_ids == choice["token_ids"]
+    assert call.completion_logprobs == [entry["logprob"] for entry in choice["logprobs"]["content"]]
+    assert call.prompt_token_ids == raw["prompt_token_ids"]
+    assert call.finish_reason == choice["finish_reason"]
+    assert call.model == vllm_server.served_model_name
+    assert call.usage is not None
+    assert call.usage.completion_tokens == len(call.completion_token_ids or [])
+    assert tokenizer.decode(call.completion_token_ids, skip_special_tokens=True) == call.completion
+
+
+async def test_prompt_ids_are_the_chat_template_of_the_recorded_messages(
+    vllm_server: PolicyServer, tokenizer: Any
+) -> None:
+    model = _model(vllm_server)
+    plain = await model.complete(USER, SamplingSettings(temperature=0, max_tokens=4))
+    assert plain.prompt_token_ids == tokenizer.apply_chat_template(
+        plain.messages, add_generation_prompt=True, return_dict=False
+    )
+
+    prefilled = await model.complete(
+        USER, SamplingSettings(temperature=0, max_tokens=8), prefill="```python\n"
+    )
+    assert prefilled.messages[-1] == {"role": "assistant", "content": "```python\n"}
+    assert prefilled.prompt_token_ids == tokenizer.apply_chat_template(
+        prefilled.messages, continue_final_message=True, return_dict=False
+    )
+    assert tokenizer.decode(prefilled.prompt_token_ids).endswith("<|im_start|>assistant\n```python\n")
+    assert not prefilled.completion.startswith("```python")
+
+
+async def test_processed_logprobs_match_a_float32_forward_pass_at_the_sampling_temperature(
+    vllm_server: PolicyServer,
+) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    call = await _model(vllm_server).complete(USER, SamplingSettings(temperature=0.7, max_tokens=16, seed=7))
+    prompt, completion = call.prompt_token_ids or [], call.completion_token_ids or []
+    net = AutoModelForCausalLM.from_pretrained(ensure_smollm2(), dtype=torch.float32).eval()
+    with torch.inference_mode():
+        logits = net(input_ids=torch.tensor([prompt + completion])).logits[0].float()
+    rows = torch.log_softmax(logits[len(prompt) - 1 : -1] / 0.7, dim=-1)
+    expected = rows[torch.arange(len(completion)), torch.tensor(completion)]
+    assert expected.tolist() == pytest.approx(call.completion_logprobs, abs=1e-3)
+
+
+async def test_stop_string_is_cut_from_the_text(vllm_server: PolicyServer) -> None:
+    model = _model(vllm_server)
+    free = await model.complete(USER, SamplingSettings(temperature=0, max_tokens=24))
+    words = free.completion.split()
+    assert len(words) >= 3, free.completion
+    stop = words[1]
+    cut = await model.complete(USER, SamplingSettings(temperature=0, max_tokens=24, stop=[stop]))
+    assert cut.finish_reason == "stop"
+    assert cut.completion == free.completion[: free.completion.index(stop)]
+
+
+async def test_unknown_model_error_lists_what_vllm_serves(vllm_server: PolicyServer) -> None:
+    with pytest.raises(
+        ModelError,
+        match=rf"does not serve model 'no-such-model'; it serves: .*{vllm_server.served_model_name}",
+    ):
+        await _model(vllm_server, "no-such-model").complete(USER, SamplingSettings(max_tokens=2))
+
+
+def _random_lora(folder: Path, seed: int) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(ensure_smollm2(), dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, config).save_pretrained(folder)
+    return folder
+
+
+async def test_loading_a_lora_adapter_changes_greedy_outputs(
+    vllm_server: PolicyServer, tmp_path: Path
+) -> None:
+    greedy = SamplingSettings(temperature=0, max_tokens=12)
+    base = await _model(vllm_server).complete(USER, greedy)
+
+    await vllm_server.load_lora("probe", _random_lora(tmp_path / "v1", seed=1))
+    assert "probe" in await vllm_server.list_models()
+    first = await _model(vllm_server, "probe").complete(USER, greedy)
+    assert first.model == "probe"
+    assert first.completion_token_ids != base.completion_token_ids
+
+    await vllm_server.load_lora("probe", _random_lora(tmp_path / "v2", seed=2))  # in place, new version
+    second = await _model(vllm_server, "probe").complete(USER, greedy)
+    assert second.completion_token_ids != first.completion_token_ids
+    assert vllm_server.loras["probe"] == str(tmp_path / "v2")
+    assert await vllm_server.reset_prefix_cache()
+
+    again = await _model(vllm_server).complete(USER, greedy)
+    assert again.completion_token_ids == base.completion_token_ids  # the base model is untouched
+
+
+async def test_a_missing_adapter_is_refused_clearly(vllm_server: PolicyServer, tmp_path: Path) -> None:
+    with pytest.raises(PolicyServerError, match=r"refused LoRA adapter 'ghost' from .*ghost"):
+        await vllm_server.load_lora("ghost", tmp_path / "ghost")
+
+
+async def test_attach_to_a_running_server(vllm_server: PolicyServer) -> None:
+    attached = PolicyServer.attach(vllm_server.base_url)
+    await attached.astart()
+    assert attached.base_url == vllm_server.base_url
+    assert attached.served_model_name == vllm_server.served_model_name
+    await attached.astop()
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.get(vllm_server.url + "/health")).status_code == 200
