@@ -140,12 +140,23 @@ class TRLBackend:
         scheduler = get_scheduler(
             name, optimizer, num_warmup_steps=o.warmup_steps, num_training_steps=steps or 1
         )
+        self._fill_deepspeed_config()
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.ref_model = self._reference_model(
             AutoModelForCausalLM, add_fused_lm_head, disable_dropout_in_model
         )
         self.accelerator.register_save_state_pre_hook(self._keep_trainable_weights)
         self._ready = True
+
+    def _fill_deepspeed_config(self) -> None:
+        """DeepSpeed wants a micro-batch size and clips gradients itself: fill its `auto` values."""
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is None:
+            return
+        if plugin.is_auto("train_micro_batch_size_per_gpu"):
+            plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = 1  # batches are ours; only logged
+        if plugin.is_auto("gradient_clipping") and self.config.optim.max_grad_norm is not None:
+            plugin.deepspeed_config["gradient_clipping"] = self.config.optim.max_grad_norm
 
     def _pad_id(self) -> int:
         tok = self.tokenizer
