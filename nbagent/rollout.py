@@ -442,6 +442,13 @@ def agent_for_environment(env: Environment, model: Model, **agent_kwargs: Any) -
     return Agent(model, tools, **{**agent_kwargs, **overrides})
 
 
+def pool_size(concurrency: int, episodes: int) -> int:
+    """Kernels for `concurrency` episodes at once: a quarter more (at least one more) while episodes
+    remain to be run, so that a finishing episode's kernel is reset while the next one already runs
+    on a clean spare instead of waiting for it (a reset takes about 0.1 s)."""
+    return min(max(episodes, concurrency), concurrency + max(1, math.ceil(concurrency / 4)))
+
+
 @asynccontextmanager
 async def _local_pool(env: Environment, agent: Agent[Any, Any], size: int) -> AsyncIterator[KernelPool]:
     from nbagent.kernel import KernelPool
@@ -477,7 +484,8 @@ async def _run_local(
                 await send.send(traj)
 
     workers = min(concurrency, len(jobs))
-    async with results, _local_pool(env, episode_agent, workers) as pool, anyio.create_task_group() as tg:
+    size = pool_size(workers, len(jobs))
+    async with results, _local_pool(env, episode_agent, size) as pool, anyio.create_task_group() as tg:
         for _ in range(workers):
             tg.start_soon(worker, pool, results.clone())
 
@@ -559,7 +567,8 @@ async def collect(
         out: the JSONL trajectory file (appended to; created with its folder when missing).
         split: recorded in each trajectory, and where `tasks` come from by default.
         samples: episodes per task (K); the K samples of a task share a group id.
-        concurrency: episodes in flight at once (the kernel pool's size; the total across Ray actors).
+        concurrency: episodes in flight at once (the total across Ray actors); the kernel pool holds
+            a quarter more kernels (see `pool_size`).
         resume: skip (group, sample) pairs already in `out` instead of refusing a non-empty file.
         max_inflight_requests: most model requests in flight at once (per process; None: no limit
             beyond `concurrency`).

@@ -27,6 +27,7 @@ from nbagent.rollout import (
     EpisodeSettings,
     RolloutError,
     kernel_config_for,
+    pool_size,
     resolve_agent,
     resolve_environment,
     run_episode,
@@ -133,12 +134,13 @@ async def run_on_ray(
     env_name = resolve_environment(env).name
     actors = max(1, min(actors, len(jobs)))
     per_actor = max(1, math.ceil(concurrency / actors))
+    kernels = pool_size(per_actor, math.ceil(len(jobs) / actors))
     connected_here = _connect(address)
     worker_cls: Any = ray.remote(EpisodeWorker)
     handles = [
         worker_cls.options(
             num_cpus=1, max_restarts=2, max_concurrency=per_actor + 1, scheduling_strategy="SPREAD"
-        ).remote(env, agent, per_actor, settings)
+        ).remote(env, agent, kernels, settings)
         for _ in range(actors)
     ]
     try:
