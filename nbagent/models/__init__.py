@@ -2,6 +2,7 @@
 
 from nbagent.models.base import ChatMessage, Model, ModelError
 from nbagent.models.inprocess import TransformersModel
+from nbagent.models.litellm import LiteLLMModel
 from nbagent.models.local import default_local_model, ensure_smollm2
 from nbagent.models.openai import OpenAIModel
 from nbagent.models.retry import RetryPolicy
@@ -10,6 +11,7 @@ from nbagent.models.testing import FunctionModel, ScriptedModel
 __all__ = [
     "ChatMessage",
     "FunctionModel",
+    "LiteLLMModel",
     "Model",
     "ModelError",
     "OpenAIModel",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -13,22 +12,17 @@ from urllib.parse import urlparse
 import openai
 
 from nbagent.errors import ConfigError
-from nbagent.models.base import ChatMessage, ModelError
-from nbagent.models.chat_tokenizer import ChatTokenizer, with_prefill
-from nbagent.models.recording import api_error_message, record_chat_completion
-from nbagent.models.retry import RetriesExhausted, RetryPolicy, call_with_retries, status_code
-from nbagent.trajectory import ModelCall, ModelInfo, SamplingSettings
+from nbagent.models.base import ChatMessage
+from nbagent.models.endpoint import EndpointModel, Response, sampling_fields, timed
+from nbagent.models.recording import api_error_message
+from nbagent.models.retry import RetryPolicy, status_code
+from nbagent.trajectory import SamplingSettings
 
 logger = logging.getLogger(__name__)
 
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 _SERVER_FIELDS = ("return_token_ids", "logprobs", "continue_final_message", "add_generation_prompt")
 _REJECTION_WORDS = ("unrecognized", "unknown", "not permitted", "extra inputs", "unexpected", "not supported")
-
-_CHECKLIST = (
-    "Check that the server is running and reachable, that base_url ends with /v1 "
-    "(e.g. http://127.0.0.1:8000/v1), and the API key (NBAGENT_API_KEY / OPENAI_API_KEY)."
-)
 
 
 def default_base_url() -> str | None:
@@ -41,7 +35,7 @@ def _is_openai_com(url: str) -> bool:
     return host == "openai.com" or host.endswith(".openai.com")
 
 
-class OpenAIModel:
+class OpenAIModel(EndpointModel):
     """A chat model behind an OpenAI-compatible `/v1/chat/completions` endpoint.
 
     Args:
@@ -59,6 +53,11 @@ class OpenAIModel:
     """
 
     provider = "openai"
+    checklist = (
+        "Check that the server is running and reachable, that base_url ends with /v1 "
+        "(e.g. http://127.0.0.1:8000/v1), and the API key (NBAGENT_API_KEY / OPENAI_API_KEY)."
+    )
+    key_hint = "set NBAGENT_API_KEY or OPENAI_API_KEY, or pass api_key="
 
     def __init__(
         self,
@@ -75,50 +74,38 @@ class OpenAIModel:
         policy_version: int | str | None = None,
         default_headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.model = model
-        self.base_url = (base_url or default_base_url() or OPENAI_DEFAULT_URL).rstrip("/")
-        official = _is_openai_com(self.base_url)
+        url = (base_url or default_base_url() or OPENAI_DEFAULT_URL).rstrip("/")
+        super().__init__(
+            model,
+            base_url=url,
+            retry=RetryPolicy(max_retries, backoff_s, max_backoff_s),
+            tokenizer=tokenizer,
+            policy_version=policy_version,
+        )
+        official = _is_openai_com(url)
         key = api_key or os.environ.get("NBAGENT_API_KEY") or os.environ.get("OPENAI_API_KEY")
         if not key:
             if official:
                 raise ConfigError(
-                    f"No API key for {self.base_url}: set OPENAI_API_KEY (or NBAGENT_API_KEY), pass "
+                    f"No API key for {url}: set OPENAI_API_KEY (or NBAGENT_API_KEY), pass "
                     "api_key=, or point base_url / NBAGENT_BASE_URL at your own server."
                 )
             key = "EMPTY"  # local servers (vLLM without --api-key) accept any key
-        self.retry = RetryPolicy(max_retries, backoff_s, max_backoff_s)
-        self.policy_version = policy_version
         self._want_token_ids = (not official) if request_token_ids == "auto" else bool(request_token_ids)
         self._server_fields_ok = not official
         """vLLM's extra request fields are accepted; set False when the server rejected them."""
-        self._tokenizer = tokenizer if tokenizer is None else ChatTokenizer(tokenizer)
         self._client = openai.AsyncOpenAI(
-            base_url=self.base_url,
+            base_url=url,
             api_key=key,
             max_retries=0,
             timeout=timeout,
             default_headers=default_headers,
         )
 
-    def __repr__(self) -> str:
-        return f"OpenAIModel({self.model!r}, base_url={self.base_url!r})"
-
-    @property
-    def info(self) -> ModelInfo:
-        return ModelInfo(
-            provider=self.provider,
-            model=self.model,
-            base_url=self.base_url,
-            policy_version=self.policy_version,
-        )
-
     @property
     def sends_server_fields(self) -> bool:
         """Whether vLLM's extra fields (token ids, prefill continuation) are still being sent."""
         return self._server_fields_ok
-
-    def count_tokens(self, messages: list[ChatMessage]) -> int | None:
-        return self._tokenizer.count(messages) if self._tokenizer is not None else None
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -128,33 +115,9 @@ class OpenAIModel:
         page = await self._client.models.list()
         return [entry.id for entry in page.data]
 
-    async def complete(
-        self,
-        messages: list[ChatMessage],
-        settings: SamplingSettings,
-        *,
-        prefill: str | None = None,
-    ) -> ModelCall:
-        prefill = prefill or None
-        sent = with_prefill(messages, prefill)
-        try:
-            data, latency = await call_with_retries(
-                lambda: self._send(sent, settings, prefill),
-                self.retry,
-                what=f"{self.model} at {self.base_url}",
-            )
-        except RetriesExhausted as exc:
-            raise ModelError(
-                f"{self.model} at {self.base_url}: no answer after {exc.attempts} tries "
-                f"(last: {type(exc.last).__name__}: {api_error_message(exc.last)}). {_CHECKLIST}"
-            ) from exc.last
-        except openai.APIStatusError as exc:
-            raise ModelError(await self._explain(exc)) from exc
-        return record_chat_completion(data, messages=sent, prefill=prefill, latency_s=latency)
-
     async def _send(
         self, sent: list[ChatMessage], settings: SamplingSettings, prefill: str | None
-    ) -> tuple[dict[str, Any], float]:
+    ) -> Response:
         """One request; when the server rejects vLLM's extra fields, once more without them."""
         with_fields = self._server_fields_ok
         try:
@@ -175,12 +138,8 @@ class OpenAIModel:
 
     async def _post(
         self, sent: list[ChatMessage], settings: SamplingSettings, prefill: str | None, with_fields: bool
-    ) -> tuple[dict[str, Any], float]:
-        request: dict[str, Any] = {"model": self.model, "messages": sent}
-        for name in ("temperature", "top_p", "max_tokens", "stop", "seed"):
-            value = getattr(settings, name)
-            if value is not None:
-                request[name] = value
+    ) -> Response:
+        request: dict[str, Any] = {"model": self.model, "messages": sent, **sampling_fields(settings)}
         extra_body: dict[str, Any] = {}
         if with_fields and self._want_token_ids:
             request["logprobs"] = True
@@ -190,31 +149,19 @@ class OpenAIModel:
             extra_body["continue_final_message"] = True
             extra_body["add_generation_prompt"] = False
         extra_body.update(settings.extra)
-        started = time.perf_counter()
-        response = await self._client.chat.completions.create(**request, extra_body=extra_body or None)
-        latency = time.perf_counter() - started
-        return response.model_dump(), latency
+        return await timed(self._client.chat.completions.create(**request, extra_body=extra_body or None))
 
     async def _explain(self, exc: openai.APIStatusError) -> str:
-        """A one-paragraph explanation of a non-retryable HTTP error, with what to do about it."""
-        code = status_code(exc)
-        said = api_error_message(exc)
-        where = f"{self.model} at {self.base_url}"
-        if code in (401, 403):
-            return (
-                f"{where}: the server refused the API key (HTTP {code}: {said}). Set NBAGENT_API_KEY or "
-                "OPENAI_API_KEY, or pass api_key=."
-            )
-        if code == 404:
+        """Like the base class, and for a 404 the models the server does serve, when it lists them."""
+        if status_code(exc) == 404:
             try:
                 served = await self.list_models()
             except openai.APIError:
-                return f"{where}: HTTP 404 ({said}). {_CHECKLIST}"
-            if self.model not in served:
+                served = None
+            if served is not None and self.model not in served:
                 listed = ", ".join(served) if served else "none"
-                return f"{where}: the server does not serve model {self.model!r}; it serves: {listed}."
-            return f"{where}: HTTP 404 ({said}). {_CHECKLIST}"
-        return f"{where}: the server rejected the request (HTTP {code}): {said}"
+                return f"{self.where}: the server does not serve model {self.model!r}; it serves: {listed}."
+        return await super()._explain(exc)
 
 
 def _mentions_rejected_field(exc: openai.BadRequestError) -> bool:

@@ -130,7 +130,7 @@ async def test_other_bad_requests_fail_fast_and_keep_the_server_fields() -> None
     with ReplayServer([error_reply(400, "This model's maximum context length is 8192 tokens")]) as server:
         model = _model(server)
         with pytest.raises(
-            ModelError, match=r"rejected the request \(HTTP 400\): This model's maximum context"
+            ModelError, match=r"the request was rejected \(HTTP 400\): This model's maximum context"
         ):
             await model.complete(USER, SamplingSettings())
     assert len(server.requests) == 1
@@ -148,7 +148,7 @@ async def test_a_bad_request_that_persists_without_the_fields_keeps_them() -> No
 
 async def test_unauthorized_fails_fast_naming_the_key_variables() -> None:
     server = ReplayServer([error_reply(401, "Invalid API key")])
-    with server, pytest.raises(ModelError, match=r"refused the API key .*NBAGENT_API_KEY"):
+    with server, pytest.raises(ModelError, match=r"the API key was refused .*NBAGENT_API_KEY"):
         await _model(server).complete(USER, SamplingSettings())
     assert len(server.requests) == 1
 
