@@ -30,8 +30,8 @@ class SampleConfig(_Section):
     mode: Literal["per_step", "merged"] = "per_step"
     """`per_step`: one sample per model call (as L0). `merged`: consecutive steps whose prompt extends the
     previous prompt + completion exactly become one sequence, observation tokens masked."""
-    max_prompt_tokens: int | None = Field(16384, gt=0)
-    max_completion_tokens: int | None = Field(3072, gt=0)
+    max_prompt_tokens: int | None = Field(default=16384, gt=0)
+    max_completion_tokens: int | None = Field(default=3072, gt=0)
     prompt_overflow: Literal["drop", "truncate_left"] = "drop"
     """What to do with a prompt longer than `max_prompt_tokens`: drop the sample (default: the model never
     saw a shorter context) or keep its last `max_prompt_tokens` tokens."""
@@ -48,28 +48,28 @@ class AdvantageConfig(_Section):
     estimator: Estimator = "grpo"
     scale_std: bool = True
     """GRPO only: divide the group-centred reward by the group's standard deviation (+1e-4, as TRL)."""
-    gamma: float = Field(0.95, ge=0.0, le=1.0)
+    gamma: float = Field(default=0.95, ge=0.0, le=1.0)
     """REINFORCE++ only: per-step discount of the return (G_t = r_t + gamma * G_{t+1})."""
     whiten: bool = True
     """REINFORCE++ only: whiten the returns over the batch (mean 0, std 1, weighted by scored tokens)."""
     dynamic_sampling: bool = False
     """Drop groups whose rewards are all equal (no learning signal), as DAPO / L0."""
-    dynamic_sampling_p: float = Field(1.0, ge=0.0, le=1.0)
+    dynamic_sampling_p: float = Field(default=1.0, ge=0.0, le=1.0)
     """Probability with which each zero-variance group is dropped (L0 uses 0.5)."""
 
 
 class LossConfig(_Section):
     """The policy loss; names and defaults follow TRL's GRPOConfig where the option exists there."""
 
-    clip_low: float = Field(0.2, ge=0.0)
-    clip_high: float = Field(0.2, ge=0.0)
+    clip_low: float = Field(default=0.2, ge=0.0)
+    clip_high: float = Field(default=0.2, ge=0.0)
     aggregation: Aggregation | None = None
     """`token_mean` (every scored token weighs the same; TRL's `dapo`), `sequence_mean` (TRL's `grpo`),
     `constant` (Dr. GRPO: sum / (sequences * constant_normalizer)). Default: `constant` for dr_grpo,
     `token_mean` otherwise."""
-    constant_normalizer: int | None = Field(None, gt=0)
+    constant_normalizer: int | None = Field(default=None, gt=0)
     """Tokens per sequence in the `constant` normalizer; default `samples.max_completion_tokens`."""
-    kl_coef: float = Field(0.0, ge=0.0)
+    kl_coef: float = Field(default=0.0, ge=0.0)
     """Weight of the KL-to-reference loss term (0 disables it and the reference forward pass)."""
     kl_estimator: Literal["k1", "k3"] = "k3"
     kl_ratio_correction: bool = False
@@ -77,57 +77,57 @@ class LossConfig(_Section):
     is_correction: bool = True
     """Truncated importance sampling against the behaviour logprobs recorded by the server."""
     is_mode: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = "token_truncate"
-    is_cap: float | None = Field(2.0, gt=0.0)
-    is_floor: float | None = Field(None, ge=0.0)
-    temperature: float = Field(1.0, gt=0.0)
+    is_cap: float | None = Field(default=2.0, gt=0.0)
+    is_floor: float | None = Field(default=None, ge=0.0)
+    temperature: float = Field(default=1.0, gt=0.0)
     """Sampling temperature the behaviour policy used; logits are divided by it (as TRL does)."""
 
 
 class LoraSettings(_Section):
     """LoRA through PEFT; `rank: 0` trains all weights instead."""
 
-    rank: int = Field(16, ge=0)
-    alpha: float | None = Field(None, gt=0.0)
+    rank: int = Field(default=16, ge=0)
+    alpha: int | None = Field(default=None, gt=0)
     """Default: twice the rank."""
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
 
 
 class OptimConfig(_Section):
     """AdamW and its schedule."""
 
-    learning_rate: float = Field(1e-5, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0)
-    adam_beta2: float = Field(0.999, ge=0.0, lt=1.0)
-    adam_epsilon: float = Field(1e-8, gt=0.0)
-    max_grad_norm: float | None = Field(1.0, gt=0.0)
+    learning_rate: float = Field(default=1e-5, gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    adam_beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
+    adam_beta2: float = Field(default=0.999, ge=0.0, lt=1.0)
+    adam_epsilon: float = Field(default=1e-8, gt=0.0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0.0)
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(default=0, ge=0)
 
 
 class RunConfig(_Section):
     """Batching, precision, checkpoints and logging."""
 
-    micro_batch_tokens: int = Field(8192, gt=0)
+    micro_batch_tokens: int = Field(default=8192, gt=0)
     """Gradient accumulation by token budget: a forward pass holds at most this many (padded) tokens."""
-    batch_groups: int | None = Field(None, gt=0)
+    batch_groups: int | None = Field(default=None, gt=0)
     """`fit`: task groups per RL batch (default: all groups in one batch)."""
-    mini_batches: int = Field(1, gt=0)
+    mini_batches: int = Field(default=1, gt=0)
     """Optimizer steps per RL batch (the batch is split into this many parts)."""
-    ppo_epochs: int = Field(1, gt=0)
+    ppo_epochs: int = Field(default=1, gt=0)
     """Passes over each RL batch (TRL's `num_iterations`); >1 makes the PPO clip matter."""
-    epochs: int = Field(1, gt=0)
+    epochs: int = Field(default=1, gt=0)
     """`fit`: passes over the whole trajectory set."""
-    max_steps: int | None = Field(None, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
     """Stop after this many optimizer steps."""
     seed: int = 0
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights' dtype; `auto` is bfloat16 on a GPU that supports it, float32 otherwise."""
     gradient_checkpointing: bool = False
-    save_every: int = Field(0, ge=0)
+    save_every: int = Field(default=0, ge=0)
     """Write a resumable checkpoint every N optimizer steps (0: only at the end)."""
-    keep_checkpoints: int = Field(2, gt=0)
+    keep_checkpoints: int = Field(default=2, gt=0)
     log_entropy: bool = True
     tensorboard: bool = True
 
@@ -146,12 +146,12 @@ class TrainConfig(BaseModel):
     backend: str = "trl"
     export_merged: bool = False
     """LoRA runs: also write the merged full checkpoint next to the adapter."""
-    samples: SampleConfig = Field(default_factory=SampleConfig)
-    advantage: AdvantageConfig = Field(default_factory=AdvantageConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
-    lora: LoraSettings = Field(default_factory=LoraSettings)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    run: RunConfig = Field(default_factory=RunConfig)
+    samples: SampleConfig = Field(default_factory=lambda: SampleConfig())
+    advantage: AdvantageConfig = Field(default_factory=lambda: AdvantageConfig())
+    loss: LossConfig = Field(default_factory=lambda: LossConfig())
+    lora: LoraSettings = Field(default_factory=lambda: LoraSettings())
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig())
+    run: RunConfig = Field(default_factory=lambda: RunConfig())
 
     @model_validator(mode="after")
     def _check_clip_and_is(self) -> TrainConfig:
@@ -231,7 +231,10 @@ def _describe(exc: ValidationError, cls: type[BaseModel], source: str) -> str:
 
 
 def build_config(
-    data: dict[str, Any], *, cls: type[ConfigT] = TrainConfig, source: str = "arguments"
+    data: dict[str, Any],
+    *,
+    cls: type[ConfigT] = TrainConfig,  # type: ignore[assignment]
+    source: str = "arguments",
 ) -> ConfigT:
     """Validate a nested dict into `cls`, turning validation errors into one `TrainConfigError`."""
     try:
@@ -260,7 +263,7 @@ def load_config(
     path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     *,
-    cls: type[ConfigT] = TrainConfig,
+    cls: type[ConfigT] = TrainConfig,  # type: ignore[assignment]
 ) -> ConfigT:
     """Read a YAML recipe (optional), apply dotted overrides, validate.
 

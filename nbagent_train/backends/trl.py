@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -95,7 +95,7 @@ class TRLBackend:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
         from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
-        from trl.trainer import add_fused_lm_head, disable_dropout_in_model
+        from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model
 
         cfg = self.config
         if not cfg.model:
@@ -186,7 +186,7 @@ class TRLBackend:
         if self.config.loss.kl_coef == 0.0 or self.is_lora:
             return None
         from accelerate.utils import DistributedType
-        from trl.models import prepare_deepspeed, prepare_fsdp
+        from trl.models.utils import prepare_deepspeed, prepare_fsdp
 
         ref = auto_cls.from_pretrained(self.config.model, dtype=self.dtype)
         ref.config.use_cache = False
@@ -354,9 +354,9 @@ class TRLBackend:
                 plan.ref[i] = self._reference_logps(mb)
 
     def _normalizer(self, plan: _Plan) -> float:
-        tokens = sum(float(mb.loss_mask.sum()) for mb in plan.batches)
-        sequences = sum(mb.rows for mb in plan.batches if mb.weight > 0)
-        tokens, sequences = self._sum_over_ranks(tokens, sequences)
+        local_tokens = sum(float(mb.loss_mask.sum()) for mb in plan.batches)
+        local_sequences = sum(mb.rows for mb in plan.batches if mb.weight > 0)
+        tokens, sequences = self._sum_over_ranks(local_tokens, local_sequences)
         return aggregation_normalizer(
             self.config.aggregation,
             scored_tokens=tokens,
@@ -407,10 +407,10 @@ class TRLBackend:
         self._precompute(plan, old=False, ref=self.config.loss.kl_coef != 0.0)
         if old_logps is not None:
             for i, (mb, idx) in enumerate(zip(plan.batches, plan.indices, strict=True)):
-                old = torch.zeros(mb.rows, mb.completion_width)
+                given = torch.zeros(mb.rows, mb.completion_width)
                 for row, k in enumerate(idx):
-                    old[row, : len(old_logps[k])] = torch.tensor(old_logps[k], dtype=torch.float32)
-                plan.old[i] = old.to(self.device)
+                    given[row, : len(old_logps[k])] = torch.tensor(old_logps[k], dtype=torch.float32)
+                plan.old[i] = given.to(self.device)
         normalizer = self._normalizer(plan)
         total: torch.Tensor | None = None
         stats = LossStats()
@@ -527,7 +527,7 @@ class TRLBackend:
                 model.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
             self.tokenizer.save_pretrained(path)
         acc.wait_for_everyone()
-        kind = "lora" if self.is_lora and not merged else "full"
+        kind: Literal["lora", "full"] = "lora" if self.is_lora and not merged else "full"
         return ExportResult(path=path, kind=kind, base_model=self.config.model)
 
     def _save_merged(self, adapter: Path, path: Path) -> None:
