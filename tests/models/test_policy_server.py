@@ -222,6 +222,7 @@ def test_attached_server_that_is_down_times_out_clearly() -> None:
 
 @pytest.mark.vllm
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_real_vllm_with_a_broken_checkpoint_says_why(tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -238,6 +239,7 @@ def test_real_vllm_with_a_broken_checkpoint_says_why(tmp_path: Path) -> None:
 
 @pytest.mark.vllm
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two vLLM starts: minutes each on a busy 2-core machine
 async def test_real_vllm_restarts_on_a_new_checkpoint_at_the_same_address(tmp_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

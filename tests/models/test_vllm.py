@@ -13,7 +13,7 @@ from nbagent.models.base import ChatMessage
 from nbagent.trajectory import SamplingSettings
 from nbagent_train.serving.vllm import PolicyServer, PolicyServerError
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]  # the first test also waits for the server start
 
 USER: list[ChatMessage] = [
     {"role": "system", "content": "You answer briefly."},
