@@ -175,9 +175,10 @@ class Kernel:
 
     async def start(self) -> None:
         """Start the kernel and run the startup code. Raises `KernelError` when it cannot start."""
-        if self._km is not None:
+        if self._closed:
+            raise KernelError("this kernel was shut down; create a new Kernel")
+        if self._state_dir is not None:
             return
-        self._closed = False
         self._state_dir = Path(tempfile.mkdtemp(prefix="nbagent-kernel-"))
         if self.config.workspace is None:
             self._workspace = Path(tempfile.mkdtemp(prefix="nbagent-workspace-"))
@@ -188,8 +189,8 @@ class Kernel:
         try:
             await self._launch()
         except BaseException:
-            await self._stop_process()
             self._remove_dirs()
+            self._state_dir = None
             raise
 
     async def restart(self) -> None:
@@ -242,6 +243,15 @@ class Kernel:
             raise KernelError("the kernel is not started: `await kernel.start()` or `async with Kernel()`")
 
     async def _launch(self) -> None:
+        """Start the process and run the setup; on any failure, leave no process behind."""
+        try:
+            await self._launch_process()
+            await self._run_setup()
+        except BaseException:
+            await self._stop_process()
+            raise
+
+    async def _launch_process(self) -> None:
         assert self._state_dir is not None
         assert self._workspace is not None
         state = self._state_dir
@@ -262,13 +272,16 @@ class Kernel:
         )
         self._km = km
         with (state / "kernel.log").open("wb") as stderr:
-            await km.start_kernel(
-                env=env,
-                cwd=str(self._workspace),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
+            try:
+                await km.start_kernel(
+                    env=env,
+                    cwd=str(self._workspace),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                )
+            except OSError as exc:
+                raise KernelError(f"could not launch the kernel process: {exc}") from exc
         self._guard.process = km.provisioner.process  # type: ignore[union-attr]
         kc = km.client()
         kc.start_channels()
@@ -280,7 +293,6 @@ class Kernel:
                 f"the kernel did not start ({exc}). Its log ends with:\n{self._log_tail() or '(empty)'}"
             ) from exc
         self._abandoned = False
-        await self._run_setup()
 
     async def _run_setup(self) -> None:
         await self._run_internal(_boot_code(), "nbagent's kernel setup")
