@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -265,3 +268,35 @@ async def test_real_vllm_restarts_on_a_new_checkpoint_at_the_same_address(tmp_pa
         after = await OpenAIModel("policy", base_url=url).complete(messages, greedy)
     assert after.completion_token_ids != before.completion_token_ids
     assert not server.running
+
+
+def test_a_forgotten_server_is_stopped_when_garbage_collected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIDS_FILE", str(tmp_path / "pids"))
+    server = PolicyServer(tmp_path, device="cpu", python=_program(tmp_path, HEALTHY_SERVER)).start()
+    parent, child = (int(p) for p in (tmp_path / "pids").read_text().split())
+    del server
+    gc.collect()
+    assert _wait_gone(parent)
+    assert _wait_gone(child)
+
+
+def test_ctrl_c_during_start_stops_the_server(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    program = _program(
+        tmp_path, f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
+    )
+    script = (
+        "from nbagent_train.serving.vllm import PolicyServer\n"
+        f"PolicyServer({str(tmp_path)!r}, device='cpu', python={program!r}).start()\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server_pid = int(pid_file.read_text())
+    owner.send_signal(signal.SIGINT)
+    _, err = owner.communicate(timeout=60)
+    assert "KeyboardInterrupt" in err
+    assert _wait_gone(server_pid)
