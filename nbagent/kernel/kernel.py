@@ -55,19 +55,20 @@ def _boot_code() -> str:
 
 
 def kernel_module_code(name: str, source: str) -> str:
-    """Kernel code that creates the module `name` from `source`, outside the user namespace (so
-    ``%reset`` keeps it), with its source registered for tracebacks."""
+    """Kernel code that creates the module `name` from `source` unless it exists, outside the user
+    namespace (so ``%reset`` keeps it), with its source registered for tracebacks. It leaves no names
+    in the user namespace."""
     filename = f"<{name}>"
-    return (
-        "import linecache as _nb_lc, sys as _nb_sys, types as _nb_types\n"
-        f"_nb_src = {source!r}\n"
-        f"_nb_lc.cache[{filename!r}] = (len(_nb_src), None, _nb_src.splitlines(True), {filename!r})\n"
-        f"_nb_mod = _nb_types.ModuleType({name!r})\n"
-        f"_nb_mod.__file__ = {filename!r}\n"
-        f"_nb_sys.modules[{name!r}] = _nb_mod\n"
-        f"exec(compile(_nb_src, {filename!r}, 'exec'), _nb_mod.__dict__)\n"
-        "del _nb_lc, _nb_sys, _nb_types, _nb_src, _nb_mod\n"
+    loader = (
+        "import linecache, sys, types\n"
+        f"if {name!r} not in sys.modules:\n"
+        f"    linecache.cache[{filename!r}] = (len(SOURCE), None, SOURCE.splitlines(True), {filename!r})\n"
+        f"    module = types.ModuleType({name!r})\n"
+        f"    module.__file__ = {filename!r}\n"
+        f"    sys.modules[{name!r}] = module\n"
+        f"    exec(compile(SOURCE, {filename!r}, 'exec'), module.__dict__)\n"
     )
+    return f"exec({loader!r}, {{'SOURCE': {source!r}}})\n"
 
 
 _RESET_CODE = (

@@ -179,11 +179,16 @@ async def test_input_raises_a_clear_error_instead_of_hanging(kernel: Kernel) -> 
     assert stdin.status is not CellStatus.TIMEOUT
 
 
-async def test_input_survives_a_namespace_reset(kernel: Kernel) -> None:
+async def test_input_guard_survives_resets_once_and_leaves_no_names(kernel: Kernel) -> None:
+    await kernel.reset()
     await kernel.reset()
     result = await kernel.execute("input()", timeout=30)
     assert isinstance(result.outputs[-1], ErrorOutput)
     assert result.outputs[-1].ename == "InputNotAvailableError"
+    code = "len(get_ipython().events.callbacks['pre_run_cell']), [n for n in globals() if 'nb' in n]"
+    listed = await kernel.execute(code)
+    assert isinstance(listed.outputs[0], ExecuteResult)
+    assert listed.outputs[0].data["text/plain"] == "(1, [])"
 
 
 async def test_host_secrets_do_not_reach_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
