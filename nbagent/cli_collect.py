@@ -164,6 +164,11 @@ def _env_kwargs(
     return kwargs
 
 
+def _policy_version(value: str | None) -> int | str | None:
+    """A numeric ``--policy-version`` is recorded as a number, anything else as text."""
+    return int(value) if value is not None and value.isdigit() else value
+
+
 @dataclass
 class _Plan:
     env: Environment
@@ -225,7 +230,7 @@ def _run_collection(
         resume=resume,
         max_inflight_requests=max_inflight_requests,
         tag=tag,
-        policy_version=policy_version,
+        policy_version=_policy_version(policy_version),
         progress=progress,
         ray=ray,
         ray_actors=ray_actors,
@@ -254,6 +259,9 @@ def _print_summary(console: Console, summary: CollectSummary) -> None:
                 style="dim",
             )
         )
+    if not summary.complete:
+        missing = summary.planned - summary.skipped - summary.written
+        console.print(Text(f"{missing} episodes were not run; run again with --resume.", style="red"))
     if summary.corrupt_lines:
         console.print(
             Text(f"{summary.corrupt_lines} corrupt line(s) in {summary.out} were skipped.", style="yellow")
@@ -314,6 +322,8 @@ def collect_command(
         console.print(Text(f"error: {exc}", style="red"))
         raise typer.Exit(EXIT_ERROR) from None
     _print_summary(console, summary)
+    if not summary.complete:
+        raise typer.Exit(EXIT_ERROR)
 
 
 def eval_command(

@@ -3,8 +3,10 @@
 Each actor builds the environment and the agent once (from the factories `collect` was given, shipped
 by Ray's pickling), holds its own `KernelPool`, and answers ``run(job)`` with the finished, scored
 trajectory as JSON. The driver keeps a fixed number of episodes in flight per actor, pulling jobs from
-one shared list, so a fast actor takes more work. An actor that dies mid-episode is restarted by Ray;
-the episode it was running is written as ``termination="error"`` with Ray's message.
+one shared queue, so a fast actor takes more work. An actor that dies is restarted by Ray (twice at
+most); the episodes it was running go back to the queue and run again, elsewhere if need be, and are
+written as ``termination="error"`` only if their actor dies again. Jobs left when every actor is gone
+for good stay unrun (`CollectSummary.complete` is false) for a later resume.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import contextlib
 import math
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -37,7 +40,10 @@ from nbagent.trajectory import ModelInfo, Termination, Trajectory
 if TYPE_CHECKING:
     from nbagent.kernel import KernelPool
 
-__all__ = ["EpisodeWorker", "run_on_ray"]
+__all__ = ["ACTOR_DEATH_RETRIES", "EpisodeWorker", "run_on_ray"]
+
+ACTOR_DEATH_RETRIES = 1
+"""Times an episode whose actor died under it is run again (elsewhere) before it is written as an error."""
 
 
 class EpisodeWorker:
@@ -104,6 +110,15 @@ def _lost_episode(job: EpisodeJob, settings: EpisodeSettings, env_name: str, err
     )
 
 
+async def _alive(handle: Any) -> bool:
+    """Whether an actor answers (after Ray restarted it, if it can)."""
+    try:
+        await handle.ready.remote()
+    except Exception:  # dead for good, or its restart failed
+        return False
+    return True
+
+
 def _connect(address: str) -> bool:
     """Join (or start, for ``"local"``) a Ray cluster unless already connected; True when we connected."""
     import ray
@@ -129,6 +144,7 @@ async def run_on_ray(
     trajectory to `results` (the driver's writer)."""
     try:
         import ray
+        from ray.exceptions import RayActorError
     except ImportError as exc:
         raise ConfigError("Ray is not installed; install the extra: pip install 'nbagent[ray]'") from exc
     env_name = resolve_environment(env).name
@@ -152,14 +168,23 @@ async def run_on_ray(
         if connected_here:
             ray.shutdown()
         raise RolloutError(f"the Ray episode workers could not start: {exc}") from exc
-    pending: Iterator[EpisodeJob] = iter(jobs)
+    queue: deque[tuple[EpisodeJob, int]] = deque((job, 0) for job in jobs)
 
     async def drive(handle: Any, send: MemoryObjectSendStream[Trajectory]) -> None:
         async with send:
-            for job in pending:
+            while queue:
+                job, retries = queue.popleft()
                 try:
                     traj = Trajectory.model_validate_json(await handle.run.remote(job))
-                except Exception as exc:  # an actor died or could not be built: record, go on
+                except RayActorError as exc:  # the actor died under this episode (and maybe others)
+                    if retries < ACTOR_DEATH_RETRIES:
+                        queue.append((job, retries + 1))
+                    else:
+                        await send.send(_lost_episode(job, settings, env_name, f"Ray: {exc}"))
+                    if not await _alive(handle):
+                        return  # its remaining work goes to the other actors
+                    continue
+                except Exception as exc:  # not an episode's own failure (those come back as records)
                     traj = _lost_episode(job, settings, env_name, f"Ray: {type(exc).__name__}: {exc}")
                 await send.send(traj)
 

@@ -1,5 +1,8 @@
-"""Fixtures of the rollout tests (the fake OpenAI server is also meant for tests/conftest.py's plugins)."""
+"""Fixtures of the rollout tests: visible here until tests/conftest.py registers their modules as plugins."""
 
-from tests.fixtures.fake_openai import fake_openai_server
+from tests import conftest as _root
 
-__all__ = ["fake_openai_server"]
+if "tests.fixtures.fake_openai" not in _root.pytest_plugins:
+    from tests.fixtures.fake_openai import fake_openai_server  # noqa: F401
+if "tests.fixtures.vllm" not in _root.pytest_plugins:
+    from tests.fixtures.vllm import vllm_server  # noqa: F401

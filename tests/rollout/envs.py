@@ -10,7 +10,10 @@ wrong sum (reward 0).
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from nbagent.environments import SimpleEnvironment
@@ -33,9 +36,23 @@ def _check(answer: Any, task: TaskSpec) -> float:
     return float(str(answer).strip() == task.references[0])
 
 
-def load_environment(n: int = 12, boom: int = 0, wrong: int = 0) -> SimpleEnvironment:
-    """The arithmetic environment: every task in the ``train`` split."""
-    return SimpleEnvironment("arith", {"train": arithmetic_tasks(n, boom=boom, wrong=wrong)}, _check)
+def _dying_check(marker: Path) -> Callable[[Any, TaskSpec], float]:
+    def check(answer: Any, task: TaskSpec) -> float:
+        if not marker.exists():
+            marker.touch()
+            os._exit(1)  # the process scoring this episode dies, once
+        return _check(answer, task)
+
+    return check
+
+
+def load_environment(
+    n: int = 12, boom: int = 0, wrong: int = 0, die_once: str | None = None
+) -> SimpleEnvironment:
+    """The arithmetic environment: every task in the ``train`` split. With `die_once` (a file path that
+    does not exist yet), the first episode scored kills the process that scores it and creates the file."""
+    check = _check if die_once is None else _dying_check(Path(die_once))
+    return SimpleEnvironment("arith", {"train": arithmetic_tasks(n, boom=boom, wrong=wrong)}, check)
 
 
 def arithmetic_responder(steps: int = 2) -> Responder:

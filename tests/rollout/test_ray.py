@@ -63,6 +63,27 @@ async def test_ray_actors_stream_to_one_writer_and_resume_skips_done_pairs(
     assert len({t.metadata["worker"] for t in from_ray}) == 2  # both actors ran episodes
 
 
+async def test_an_actor_that_dies_is_restarted_and_its_episodes_run_again(
+    ray_cluster: None, fake_openai_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    fake_openai_server.responder = arithmetic_responder(steps=2)
+    marker = tmp_path / "an-actor-died"
+    env = functools.partial(load_environment, ENV, n=4, die_once=str(marker))
+    out = tmp_path / "traj.jsonl"
+    summary = await collect(
+        env, factory(fake_openai_server), out=out, samples=2, concurrency=4, ray="local", ray_actors=2
+    )
+    assert marker.exists()  # an actor process did die while scoring
+    trajs = list(read_trajectories(out))
+    assert sorted((t.task.id, t.sample_index) for t in trajs) == [
+        (f"add-{i:03d}", s) for i in range(4) for s in range(2)
+    ]
+    assert all(t.termination is Termination.SUBMITTED for t in trajs)
+    assert all(t.reward is not None and t.reward.total == 1.0 for t in trajs)
+    assert summary.complete
+    assert summary.failed == 0
+
+
 async def test_an_agent_instance_is_refused_with_ray(
     ray_cluster: None, fake_openai_server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
