@@ -142,9 +142,10 @@ class _Clock:
 
 
 def time_trl(
-    config: TrainConfig, samples: list[Sample], tokenizer: Any, steps: int, rounds: int
+    config: TrainConfig, samples: list[Sample], tokenizer: Any, rows: int, steps: int, rounds: int
 ) -> list[float]:
-    """TRL's GRPOTrainer on the same sequences: one group (`num_generations` = batch size) per step."""
+    """TRL's GRPOTrainer on the same sequences: one group (`num_generations` = batch size) per optimizer
+    step, in micro-batches of `rows` sequences (gradient accumulation)."""
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import TrainerCallback
@@ -171,9 +172,9 @@ def time_trl(
     with tempfile.TemporaryDirectory() as tmp:
         args = GRPOConfig(
             output_dir=tmp,
-            per_device_train_batch_size=n,
+            per_device_train_batch_size=rows,
             num_generations=n,
-            gradient_accumulation_steps=1,
+            gradient_accumulation_steps=n // rows,
             max_steps=total_steps,
             learning_rate=config.optim.learning_rate,
             beta=0.0,
@@ -211,22 +212,32 @@ def time_trl(
 
 
 def bench_training(
-    name: str, model_dir: Path, lora_rank: int, shape: tuple[int, int, int], steps: int, rounds: int
+    name: str,
+    model_dir: Path,
+    lora_rank: int,
+    shape: tuple[int, int, int],
+    rows: int,
+    steps: int,
+    rounds: int,
 ) -> Row:
+    """Both trainers on one batch. TRL takes `rows` sequences per micro-batch; we take a token budget of
+    `rows` times the longest sequence, so none of our forward passes holds more than TRL's largest."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     samples = batch(tokenizer, *shape)
+    if len(samples) % rows:
+        raise SystemExit(f"{len(samples)} samples do not split into micro-batches of {rows}")
     config = TrainConfig.model_validate(
         {
             "model": str(model_dir),
             "lora": {"rank": lora_rank},
             "loss": {"is_correction": False},
-            "run": {"seed": 0},
+            "run": {"seed": 0, "micro_batch_tokens": rows * max(s.num_tokens for s in samples)},
         }
     )
     ours = time_ours(config, samples, steps, rounds)
-    trl = time_trl(config, samples, tokenizer, steps, rounds)
+    trl = time_trl(config, samples, tokenizer, rows, steps, rounds)
     kind = f"LoRA r{lora_rank}" if lora_rank else "full"
     what = f"train {name} ({kind}, {len(samples)} seq, {real_tokens(samples)} tok/step)"
     return Row(what, statistics.median(ours), statistics.median(trl), "TRL GRPOTrainer")
@@ -255,12 +266,14 @@ def main() -> None:
         rows.append(bench_sample_building(AutoTokenizer.from_pretrained(tiny)))
         for name in args.models.split(","):
             if name == "tiny":
-                rows.append(bench_training("tiny Qwen2", tiny, 0, (4, 4, 3), args.steps, args.rounds))
+                rows.append(bench_training("tiny Qwen2", tiny, 0, (4, 4, 3), 16, args.steps, args.rounds))
             elif name == "smollm2":
                 from nbagent.models import ensure_smollm2
 
                 rows.append(
-                    bench_training("SmolLM2-135M", ensure_smollm2(), 16, (2, 4, 2), args.steps, args.rounds)
+                    bench_training(
+                        "SmolLM2-135M", ensure_smollm2(), 16, (2, 4, 2), 4, args.steps, args.rounds
+                    )
                 )
             else:
                 parser.error(f"unknown model {name!r}")
