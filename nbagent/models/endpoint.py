@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ async def timed(request: Awaitable[Any]) -> Response:
     return response.model_dump(), time.perf_counter() - started
 
 
-class EndpointModel:
+class EndpointModel(ABC):
     """Base of models behind an HTTP API: `complete` retries transient failures, then explains the rest.
 
     Subclasses implement `_send` (one request) and may refine `_explain` and `checklist`.
@@ -97,10 +98,11 @@ class EndpointModel:
             raise ModelError(await self._explain(exc)) from exc
         return record_chat_completion(data, messages=sent, prefill=prefill, latency_s=latency)
 
+    @abstractmethod
     async def _send(
         self, sent: list[ChatMessage], settings: SamplingSettings, prefill: str | None
     ) -> Response:
-        raise NotImplementedError
+        """One request: the response body and its latency."""
 
     async def _explain(self, exc: openai.APIStatusError) -> str:
         """A one-paragraph explanation of a non-retryable HTTP error, with what to do about it."""
