@@ -131,6 +131,31 @@ def test_token_budget_accumulation_gives_the_same_update(tiny_model_dir: Path, t
         assert torch.allclose(big[name], small[name], atol=1e-6), name
 
 
+@pytest.mark.parametrize("lora_rank", [8, 0])
+def test_gradient_checkpointing_gives_the_same_update(
+    tiny_model_dir: Path, tiny_tokenizer: Any, lora_rank: int
+) -> None:
+    results = []
+    for checkpointing in (False, True):
+        config = _config(
+            tiny_model_dir,
+            lora={"rank": lora_rank},
+            run={"gradient_checkpointing": checkpointing},
+            optim={"learning_rate": 1.0, "adam_epsilon": 1.0},
+        )
+        samples = _batch(tiny_tokenizer, config)[:6]
+        backend = _backend(config)
+        assert backend.accelerator.unwrap_model(backend.model).is_gradient_checkpointing == checkpointing
+        backend.step(samples)
+        results.append(
+            {n: p.detach().clone() for n, p in backend.model.named_parameters() if p.requires_grad}
+        )
+        backend.close()
+    plain, checkpointed = results
+    for name in plain:
+        assert torch.allclose(plain[name], checkpointed[name], atol=1e-6), name
+
+
 def test_mini_batches_and_ppo_epochs(tiny_model_dir: Path, tiny_tokenizer: Any) -> None:
     config = _config(tiny_model_dir, run={"mini_batches": 2, "ppo_epochs": 2}, optim={"learning_rate": 3e-2})
     samples = _batch(tiny_tokenizer, config)

@@ -82,6 +82,25 @@ def test_fit_turns_trajectory_files_into_servable_weights(
     assert "--resume" in again.stdout
 
 
+@pytest.mark.train
+@pytest.mark.slow
+def test_fit_in_bfloat16(tiny_model_dir: Path, tiny_tokenizer: Any, tmp_path: Path) -> None:
+    """bf16 weights with accelerate's bf16 autocast (on the CPU here; the GPU default)."""
+    data = write_trajectories(tmp_path / "a.jsonl", tiny_tokenizer, groups=1)
+    out = tmp_path / "run"
+    proc = run_cli(
+        "fit", "-t", str(data), "--model", str(tiny_model_dir), "--out", str(out), "--dtype", "bfloat16",
+        "--lora-rank", "4", "--export-merged",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (record,) = read_metrics(out)
+    assert record["grad_norm"] > 0
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(out / "final-merged")
+    assert str(merged.dtype) == "torch.bfloat16"
+
+
 @pytest.mark.parametrize(
     ("recipe", "args", "message"),
     [
