@@ -20,7 +20,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, nullcontext
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -279,14 +279,14 @@ async def run_episode(
     agent_run: AgentRun[Any] | None = None
     failure: tuple[Termination, str] | None = None
     try:
-        with anyio.fail_after(hard_timeout_s) if hard_timeout_s else nullcontext():
+        with anyio.move_on_after(hard_timeout_s) as deadline:
             async with pool.lease() as kernel:
                 agent_run = agent.iter(job.task, kernel=kernel)
                 async with agent_run:
                     async for _ in agent_run:
                         pass
-    except TimeoutError:
-        failure = (Termination.TIMEOUT, f"the episode exceeded the hard limit of {hard_timeout_s} s")
+        if deadline.cancelled_caught:
+            failure = (Termination.TIMEOUT, f"the episode exceeded the hard limit of {hard_timeout_s} s")
     except Exception as exc:
         failure = (Termination.ERROR, f"{type(exc).__name__}: {exc}")
     result = agent_run.result if agent_run is not None else None
@@ -299,7 +299,6 @@ async def run_episode(
         "split": split,
         "group_id": job.group_id,
         "sample_index": job.sample_index,
-        "task": job.task,
         "started_at": traj.started_at or started,
         "wall_s": traj.wall_s or time.time() - started,
     }
