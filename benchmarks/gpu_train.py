@@ -248,7 +248,7 @@ def run_trl(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
 
     stamps: list[float] = []
 
-    class Stamp(TrainerCallback):  # type: ignore[misc]
+    class Stamp(TrainerCallback):
         def on_step_end(self, *a: Any, **k: Any) -> None:
             _sync()
             stamps.append(time.perf_counter())

