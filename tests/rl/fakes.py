@@ -48,7 +48,8 @@ class RecordingBackend:
         self.total_steps = total_steps
 
     def step(self, samples: Sequence[Sample]) -> dict[str, float]:
-        assert samples and all(len(s.advantages) == len(s.segments) for s in samples)
+        assert samples
+        assert all(len(s.advantages) == len(s.segments) for s in samples)
         time.sleep(self.step_s)
         self.steps.append(list(samples))
         self._global_step += 1

@@ -1,4 +1,4 @@
-"""Loop bookkeeping without servers: task schedule, staleness filter, run folder, resume set-aside, metrics."""
+"""Loop bookkeeping without servers: task schedule, staleness, run folder, resume set-aside, metrics."""
 
 from __future__ import annotations
 
@@ -88,9 +88,11 @@ def test_schedule_refuses_more_tasks_per_iteration_than_the_split_holds() -> Non
 def test_select_fresh_keeps_versions_within_the_bound() -> None:
     batch = [episode(v) for v in (None, 2, 3, 4, 5, 6)]
     fresh, stale = select_fresh(batch, current_version=5, staleness=0)
-    assert [t.model.policy_version for t in fresh] == [5] and stale == 5
+    assert [t.model.policy_version for t in fresh] == [5]
+    assert stale == 5
     fresh, stale = select_fresh(batch, current_version=5, staleness=2)
-    assert [t.model.policy_version for t in fresh] == [3, 4, 5] and stale == 3
+    assert [t.model.policy_version for t in fresh] == [3, 4, 5]
+    assert stale == 3
 
 
 def test_staleness_needs_importance_sampling() -> None:
@@ -130,9 +132,12 @@ def test_supersede_sets_aside_later_iterations_and_keeps_still_valid_episodes(tm
     assert len(list(read_trajectories(folder.trajectories(2)))) == 2  # untouched
     assert [t.model.policy_version for t in read_trajectories(folder.trajectories(3))] == [2, 2]
     assert list(read_trajectories(folder.trajectories(4))) == []
-    assert folder.ready_marker(2).exists() and not folder.ready_marker(3).exists()
+    assert folder.ready_marker(2).exists()
+    assert not folder.ready_marker(3).exists()
     aside = sorted(p.name for p in (tmp_path / "superseded").iterdir())
-    assert len(aside) == 3 and aside[0].startswith("iter-00003-") and aside[2].startswith("metrics-")
+    assert len(aside) == 3
+    assert aside[0].startswith("iter-00003-")
+    assert aside[2].startswith("metrics-")
     originals = (tmp_path / "superseded" / aside[0]).read_text().splitlines()
     assert len(originals) == 3  # the whole file of iteration 3, as it was
 
@@ -147,14 +152,18 @@ def test_episode_metrics_of_a_batch() -> None:
         episode(0, reward=None, steps=0, termination=Termination.ERROR),
     ]
     m = episode_metrics(batch, success_key="correct")
-    assert m["episodes"] == 3 and m["unscored"] == 1
-    assert m["reward_mean"] == pytest.approx(0.4) and m["reward_max"] == 1.0
+    assert m["episodes"] == 3
+    assert m["unscored"] == 1
+    assert m["reward_mean"] == pytest.approx(0.4)
+    assert m["reward_max"] == 1.0
     assert m["success_rate"] == pytest.approx(1 / 3)
     assert m["reward/correct"] == pytest.approx(0.5)
-    assert m["steps_mean"] == pytest.approx(1.0) and m["steps_max"] == 2
+    assert m["steps_mean"] == pytest.approx(1.0)
+    assert m["steps_max"] == 2
     assert m["termination/submitted"] == pytest.approx(1 / 3)
     assert m["termination/max_steps"] == pytest.approx(1 / 3)
-    assert m["tokens/prompt"] == 9 and m["tokens/completion"] == 6
+    assert m["tokens/prompt"] == 9
+    assert m["tokens/completion"] == 6
     assert m["cell_error_rate"] == pytest.approx(2 / 3)
 
 
@@ -185,4 +194,5 @@ def test_plots_are_written_from_metrics(tmp_path: Path) -> None:
     written = plot_metrics(tmp_path)
     assert [p.name for p in written] == ["reward.png", "metrics.png"]
     for path in written:
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.stat().st_size > 5000

@@ -85,7 +85,8 @@ def test_on_policy_run_records_versions_metrics_checkpoints_and_plots(tmp_path: 
     loop = run(cfg, server, backend)
     folder = loop.folder
     assert [versions(folder, i) for i in (1, 2, 3)] == [{0}, {1}, {2}]  # each batch from the newest policy
-    assert len(backend.steps) == 3 and backend.closed
+    assert len(backend.steps) == 3
+    assert backend.closed
     assert [p.name for p in backend.exports] == ["v00000", "v00001", "v00002", "v00003"]
     assert loop._endpoint.published == backend.exports  # type: ignore[union-attr]
     requested = {body["model"] for body in server.requests}
@@ -94,14 +95,17 @@ def test_on_policy_run_records_versions_metrics_checkpoints_and_plots(tmp_path: 
     assert [r["iteration"] for r in records] == [1, 2, 3]
     for record in records:
         assert all(key in record for key in REQUIRED), sorted(set(REQUIRED) - set(record))
-        assert record["episodes"] == 4 and record["staleness"] == 0
+        assert record["episodes"] == 4
+        assert record["staleness"] == 0
     assert records[2]["update/loss"] == pytest.approx(0.3)
     state = json.loads(folder.state_path.read_text())
-    assert state["iterations_done"] == 3 and state["policy_version"] == 3
+    assert state["iterations_done"] == 3
+    assert state["policy_version"] == 3
     assert state["checkpoint"] == "checkpoints/step-000003"
     assert sorted(p.name for p in (folder.root / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
     assert sorted(p.name for p in (folder.root / "adapters").iterdir()) == ["v00002", "v00003"]
-    assert (folder.root / "reward.png").is_file() and (folder.root / "metrics.png").is_file()
+    assert (folder.root / "reward.png").is_file()
+    assert (folder.root / "metrics.png").is_file()
     assert (folder.root / "config.yaml").is_file()
 
 
@@ -111,7 +115,8 @@ def test_staleness_lets_collection_run_ahead_within_the_bound(tmp_path: Path, se
     loop = run(cfg, server, backend)
     records = read_metrics(loop.folder.root / "metrics.jsonl")
     lags = [r["staleness"] for r in records]
-    assert max(lags) == 1 and all(0 <= lag <= 1 for lag in lags)
+    assert max(lags) == 1
+    assert all(0 <= lag <= 1 for lag in lags)
     for record in records:
         assert versions(loop.folder, record["iteration"]) == {record["policy_version"]}
         assert record["stale_dropped"] == 0
@@ -141,7 +146,8 @@ def test_resume_redoes_iterations_after_the_last_checkpoint_without_losing_data(
     assert [r["iteration"] for r in records] == [1, 2, 3, 4]
     # iteration 3's episodes (sampled from version 2, the restored one) were reused, not sampled again
     assert len(server.requests) - requests_before == 4
-    assert len(backend.steps) == 2 and versions(folder, 4) == {3}
+    assert len(backend.steps) == 2
+    assert versions(folder, 4) == {3}
     aside = [p.name for p in (folder.root / "superseded").iterdir()]
     assert any(name.startswith("metrics-") for name in aside)
     assert json.loads(folder.state_path.read_text())["resumes"] == 1
