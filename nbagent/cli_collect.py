@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -51,22 +51,22 @@ __all__ = ["EndpointAgentFactory", "register"]
 
 @dataclass(frozen=True)
 class EndpointAgentFactory:
-    """Builds the agent of the shared model/agent flags for an environment. Picklable, so Ray actors
-    build their own model client and agent from it."""
+    """Builds the agent of the shared model/agent flags (same names as the options) for an
+    environment. Picklable, so Ray actors build their own model client and agent from it."""
 
-    base_url: str | None
-    model: str | None
-    api_key: str | None
-    local_model: Path | None
-    max_steps: int
-    temperature: float | None
-    max_tokens: int | None
-    cell_timeout: float
-    episode_timeout: float
-    action_format: FormatChoice | None
-    prefill: str | None
-    tools: tuple[str, ...]
-    sandbox: bool
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+    local_model: Path | None = None
+    max_steps: int = 10
+    temperature: float | None = None
+    max_tokens: int | None = None
+    cell_timeout: float = 60.0
+    episode_timeout: float = 240.0
+    action_format: FormatChoice | None = None
+    prefill: str | None = None
+    tool: tuple[str, ...] = ()
+    sandbox: bool = False
 
     def __call__(self, env: Environment) -> Agent[Any, Any]:
         from nbagent.rollout import agent_for_environment
@@ -81,10 +81,13 @@ class EndpointAgentFactory:
             episode_timeout=self.episode_timeout,
             action_format=self.action_format,
             prefill=self.prefill,
-            tools=list(self.tools),
+            tools=list(self.tool),
             sandbox=self.sandbox,
         )
         return agent_for_environment(env, choice.model, **settings)
+
+
+_AGENT_FLAGS = tuple(f.name for f in fields(EndpointAgentFactory))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,11 +146,10 @@ JudgeBaseUrlOption = Annotated[
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
 
 
-def _env_kwargs(
-    dataset: str | None, env_args: list[str] | None, judge_model: str | None, judge_base_url: str | None
-) -> dict[str, Any]:
+def _env_kwargs(flags: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of the environment's `load_environment` from the command's flags."""
     kwargs: dict[str, Any] = {}
-    for item in env_args or []:
+    for item in flags["env_arg"] or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"--env-arg {item!r}: write KEY=VALUE, e.g. --env-arg search=corpus")
@@ -155,12 +157,12 @@ def _env_kwargs(
             kwargs[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             kwargs[key.strip()] = raw
-    if dataset is not None:
-        kwargs["dataset"] = dataset
-    if judge_model is not None:
-        kwargs["judge_model"] = judge_model
-        if judge_base_url is not None:
-            kwargs["judge_base_url"] = judge_base_url
+    if flags["dataset"] is not None:
+        kwargs["dataset"] = flags["dataset"]
+    if flags["judge_model"] is not None:
+        kwargs["judge_model"] = flags["judge_model"]
+        if flags["judge_base_url"] is not None:
+            kwargs["judge_base_url"] = flags["judge_base_url"]
     return kwargs
 
 
@@ -187,61 +189,56 @@ def _plan(env_name: str, env_kwargs: dict[str, Any], split: str, limit: int | No
     return _Plan(env, source, tasks[:limit] if limit else tasks)
 
 
-def _run_collection(
-    console: Console,
-    plan: _Plan,
-    factory: EndpointAgentFactory,
-    *,
-    split: str,
-    samples: int,
-    concurrency: int,
-    out: Path,
-    resume: bool,
-    ray: str | None,
-    ray_actors: int | None,
-    max_inflight_requests: int | None,
-    tag: str | None,
-    policy_version: str | None,
-    progress: bool,
-) -> CollectSummary:
-    """Run `collect` for the CLI; Ctrl-C exits 130 with a hint to resume (finished episodes are kept)."""
+def _collect_from_flags(flags: dict[str, Any]) -> tuple[Console, _Plan, CollectSummary]:
+    """Run `collect` for a command's flags (its parameters by name). A set-up error exits 1 in one line;
+    Ctrl-C exits 130 with a hint to resume (finished episodes are kept)."""
     import anyio
 
     from nbagent.rollout import collect
 
-    agent: Any = factory if ray else factory(plan.env)
-    console.print(
-        Text(
-            f"{plan.env.name}: {len(plan.tasks)} tasks x {samples} samples, {concurrency} at once"
-            + (f" on Ray ({ray})" if ray else "")
-            + f" -> {out}",
-            style="dim",
-        )
-    )
-    run = functools.partial(
-        collect,
-        plan.env_source,
-        agent,
-        plan.tasks,
-        out=out,
-        split=split,
-        samples=samples,
-        concurrency=concurrency,
-        resume=resume,
-        max_inflight_requests=max_inflight_requests,
-        tag=tag,
-        policy_version=_policy_version(policy_version),
-        progress=progress,
-        ray=ray,
-        ray_actors=ray_actors,
-    )
+    console = Console(stderr=True, highlight=False)
+    agent_flags = {name: flags[name] for name in _AGENT_FLAGS}
+    factory = EndpointAgentFactory(**{**agent_flags, "tool": tuple(flags["tool"] or ())})
+    ray, samples, concurrency, out = flags["ray"], flags["samples"], flags["concurrency"], flags["out"]
     try:
-        return anyio.run(run)
+        plan = _plan(flags["env"], _env_kwargs(flags), flags["split"], flags["limit"], ray)
+        agent: Any = factory if ray else factory(plan.env)
+        console.print(
+            Text(
+                f"{plan.env.name}: {len(plan.tasks)} tasks x {samples} samples, {concurrency} at once"
+                + (f" on Ray ({ray})" if ray else "")
+                + f" -> {out}",
+                style="dim",
+            )
+        )
+        run = functools.partial(
+            collect,
+            plan.env_source,
+            agent,
+            plan.tasks,
+            out=out,
+            split=flags["split"],
+            samples=samples,
+            concurrency=concurrency,
+            resume=flags["resume"],
+            max_inflight_requests=flags["max_inflight_requests"],
+            tag=flags["tag"],
+            policy_version=_policy_version(flags.get("policy_version")),
+            progress=flags["progress"],
+            ray=ray,
+            ray_actors=flags["ray_actors"],
+        )
+        summary = anyio.run(run)
+    except NBAgentError as exc:
+        console.print(Text(f"error: {exc}", style="red"))
+        raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
         console.print(
             Text(f"Interrupted. Finished episodes are in {out}; continue with --resume.", style="yellow")
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    _print_summary(console, summary)
+    return console, plan, summary
 
 
 def _print_summary(console: Console, summary: CollectSummary) -> None:
@@ -306,22 +303,7 @@ def collect_command(
     progress: ProgressOption = True,
 ) -> None:
     """Run N tasks x K samples of an environment, score them, and append each episode to --out."""
-    console = Console(stderr=True, highlight=False)
-    factory = EndpointAgentFactory(
-        base_url, model, api_key, local_model, max_steps, temperature, max_tokens, cell_timeout,
-        episode_timeout, action_format, prefill, tuple(tool or ()), sandbox,
-    )  # fmt: skip
-    try:
-        plan = _plan(env, _env_kwargs(dataset, env_arg, judge_model, judge_base_url), split, limit, ray)
-        summary = _run_collection(
-            console, plan, factory, split=split, samples=samples, concurrency=concurrency, out=out,
-            resume=resume, ray=ray, ray_actors=ray_actors, max_inflight_requests=max_inflight_requests,
-            tag=tag, policy_version=policy_version, progress=progress,
-        )  # fmt: skip
-    except NBAgentError as exc:
-        console.print(Text(f"error: {exc}", style="red"))
-        raise typer.Exit(EXIT_ERROR) from None
-    _print_summary(console, summary)
+    _, _, summary = _collect_from_flags(dict(locals()))
     if not summary.complete:
         raise typer.Exit(EXIT_ERROR)
 
@@ -378,23 +360,8 @@ def eval_command(
     from nbagent.rollout import plan_jobs
     from nbagent.trajectory import read_trajectories
 
-    console = Console(stderr=True, highlight=False)
     out = out or Path("runs") / "eval" / f"{env.replace(':', '_')}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-    factory = EndpointAgentFactory(
-        base_url, model, api_key, local_model, max_steps, temperature, max_tokens, cell_timeout,
-        episode_timeout, action_format, prefill, tuple(tool or ()), sandbox,
-    )  # fmt: skip
-    try:
-        plan = _plan(env, _env_kwargs(dataset, env_arg, judge_model, judge_base_url), split, limit, ray)
-        summary = _run_collection(
-            console, plan, factory, split=split, samples=samples, concurrency=concurrency, out=out,
-            resume=resume, ray=ray, ray_actors=ray_actors, max_inflight_requests=max_inflight_requests,
-            tag=tag, policy_version=None, progress=progress,
-        )  # fmt: skip
-    except NBAgentError as exc:
-        console.print(Text(f"error: {exc}", style="red"))
-        raise typer.Exit(EXIT_ERROR) from None
-    _print_summary(console, summary)
+    console, plan, summary = _collect_from_flags(dict(locals()))
     planned = {job.key for job in plan_jobs(plan.env.name, plan.tasks, samples, tag)}
     trajectories = [
         t for t in read_trajectories(out, on_error="skip") if (t.group_id, t.sample_index) in planned

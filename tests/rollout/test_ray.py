@@ -32,11 +32,7 @@ def ray_cluster() -> Iterator[None]:
 
 
 def factory(server: FakeOpenAIServer) -> EndpointAgentFactory:
-    return EndpointAgentFactory(
-        base_url=server.base_url, model="fake-model", api_key=None, local_model=None, max_steps=4,
-        temperature=None, max_tokens=None, cell_timeout=30.0, episode_timeout=120.0, action_format=None,
-        prefill=None, tools=(), sandbox=False,
-    )  # fmt: skip
+    return EndpointAgentFactory(base_url=server.base_url, model="fake-model", max_steps=4)
 
 
 async def test_ray_actors_stream_to_one_writer_and_resume_skips_done_pairs(
