@@ -30,7 +30,6 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from nbagent.environments import Environment
 from nbagent.errors import ConfigError, NBAgentError
-from nbagent.models.base import ChatMessage, Model
 from nbagent.trajectory import (
     ModelCall,
     ModelInfo,
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
 
     from nbagent.agent import Agent, AgentRun
     from nbagent.kernel import KernelConfig, KernelPool
+    from nbagent.models.base import ChatMessage, Model
 
 __all__ = [
     "AgentFactory",
