@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from nbagent.trajectory import TrajectoryWriter
 from nbagent_train.cli import FIT_FLAGS, resolve_config
 from nbagent_train.config import TrainConfig, load_config
 from nbagent_train.errors import TrainConfigError
 from nbagent_train.metrics import read_metrics
-from tests.train.trajectories import grouped_episodes
-
-CLI = [str(Path(sys.executable).parent / "nbagent-train")]
-
-
-def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def write_trajectories(path: Path, tokenizer: Any, groups: int, steps: int = 2, offset: int = 0) -> Path:
-    with TrajectoryWriter(path) as writer:
-        for traj in grouped_episodes(tokenizer, groups=groups, per_group=4, steps=steps):
-            traj.task.id = traj.group_id = f"{traj.task.id}-{offset}"
-            writer.write(traj)
-    return path
+from tests.train.runs import run_cli, write_trajectories
 
 
 @pytest.mark.train

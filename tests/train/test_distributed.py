@@ -7,7 +7,6 @@ an update is about lr * g / (|g| + 1), so equal weights mean equal gradients, no
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,15 +15,9 @@ from typing import Any
 import pytest
 
 from nbagent_train.metrics import read_metrics
-from tests.train.test_cli import run_cli, write_trajectories
+from tests.train.runs import ENV, adapter_weights, run_cli, write_trajectories
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
-
-
-def _adapter(path: Path) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path / "adapter_model.safetensors"))
 
 
 def test_two_processes_match_one(tiny_model_dir: Path, tiny_tokenizer: Any, tmp_path: Path) -> None:
@@ -38,7 +31,7 @@ def test_two_processes_match_one(tiny_model_dir: Path, tiny_tokenizer: Any, tmp_
     assert single.returncode == 0, single.stdout + single.stderr
 
     accelerate = str(Path(sys.executable).parent / "accelerate")
-    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**ENV, "OMP_NUM_THREADS": "1"}
     launch = [accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1"]
     launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517"]
     proc = subprocess.run(
@@ -57,7 +50,7 @@ def test_two_processes_match_one(tiny_model_dir: Path, tiny_tokenizer: Any, tmp_
         assert b["scored_tokens"] == a["scored_tokens"]
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-7)
         assert b["kl"] == pytest.approx(a["kl"], rel=1e-3, abs=1e-9)
-    mine, theirs = _adapter(tmp_path / "two" / "final"), _adapter(tmp_path / "one" / "final")
+    mine, theirs = adapter_weights(tmp_path / "two" / "final"), adapter_weights(tmp_path / "one" / "final")
     assert mine.keys() == theirs.keys()
     for key in mine:
         assert (mine[key] - theirs[key]).abs().max() < 1e-5, key

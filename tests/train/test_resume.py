@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -14,15 +13,9 @@ import pytest
 
 from nbagent_train.fit import checkpoint_dirs
 from nbagent_train.metrics import read_metrics
-from tests.train.test_cli import CLI, run_cli, write_trajectories
+from tests.train.runs import CLI, ENV, adapter_weights, run_cli, write_trajectories
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
-
-
-def _adapter(path: Path) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path / "adapter_model.safetensors"))
 
 
 def test_resume_after_kill_continues_from_the_checkpoint(
@@ -39,8 +32,7 @@ def test_resume_after_kill_continues_from_the_checkpoint(
     assert reference.returncode == 0, reference.stdout + reference.stderr
 
     out = tmp_path / "killed"
-    env = {**os.environ, "COLUMNS": "200"}
-    proc = subprocess.Popen([*CLI, *common, "--out", str(out)], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*CLI, *common, "--out", str(out)], env=ENV, stdout=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
         while len(checkpoint_dirs(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:
@@ -68,7 +60,7 @@ def test_resume_after_kill_continues_from_the_checkpoint(
         == json.loads((tmp_path / "straight" / "result.json").read_text())["global_step"]
     )
 
-    mine, theirs = _adapter(out / "final"), _adapter(tmp_path / "straight" / "final")
+    mine, theirs = adapter_weights(out / "final"), adapter_weights(tmp_path / "straight" / "final")
     assert mine.keys() == theirs.keys()
     for key in mine:
         assert (mine[key] == theirs[key]).all(), key
