@@ -18,6 +18,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +48,8 @@ _EOF = "\x04"
 """An input_reply of this value makes ipykernel raise EOFError in the kernel."""
 _LOG_TAIL_BYTES = 4000
 _ANSWER_CANCEL_WAIT_S = 1.0
+_IDLE_GRACE_S = 3.0
+"""After the reply, how long a silent output channel is waited on for the (possibly dropped) idle."""
 
 
 def _boot_code() -> str:
@@ -129,6 +132,42 @@ def _describe_exit(returncode: int | None, config: KernelConfig) -> str:
         signal.SIGXCPU: f"it used up its CPU-time limit of {config.cpu_time_limit_s} s (SIGXCPU)",
     }
     return reasons.get(signum, f"killed by {signal.Signals(signum).name}")
+
+
+@dataclass
+class _CellRun:
+    """What has come back so far for one cell (messages of other requests are ignored)."""
+
+    msg_id: str
+    collector: OutputCollector
+    last_activity: float
+    reply: dict[str, Any] | None = None
+    idle: bool = False
+    execution_count: int | None = None
+
+    def on_iopub(self, msg: dict[str, Any]) -> None:
+        if msg["parent_header"].get("msg_id") != self.msg_id:
+            return
+        self.last_activity = time.monotonic()
+        msg_type, content = msg["header"]["msg_type"], msg["content"]
+        if msg_type == "status":
+            self.idle = self.idle or content.get("execution_state") == "idle"
+        elif msg_type == "execute_input":
+            self.execution_count = content.get("execution_count")
+        else:
+            self.collector.add(msg_type, content)
+
+    def on_shell(self, msg: dict[str, Any]) -> None:
+        if msg["parent_header"].get("msg_id") == self.msg_id and msg["msg_type"] == "execute_reply":
+            self.reply = msg["content"]
+            self.last_activity = time.monotonic()
+
+    def finished(self, now: float) -> bool:
+        """Done at the reply and the idle status; without idle (dropped when the kernel's output queue
+        overflows), once the output has been quiet for a while since the reply."""
+        if self.reply is None:
+            return False
+        return self.idle or now - self.last_activity >= _IDLE_GRACE_S
 
 
 class Kernel:
@@ -404,32 +443,28 @@ class Kernel:
         assert kc is not None
         started = time.monotonic()
         deadline = math.inf if limit_s is None else started + limit_s
-        collector = OutputCollector(self.config.max_output_chars)
         msg_id = kc.execute(
             code, store_history=store_history, allow_stdin=handler is not None, stop_on_error=False
         )
+        run = _CellRun(msg_id, OutputCollector(self.config.max_output_chars), last_activity=started)
         iopub, shell, stdin = kc.iopub_channel.socket, kc.shell_channel.socket, kc.stdin_channel.socket
         poller = zmq.asyncio.Poller()
         poller.register(iopub, zmq.POLLIN)
         poller.register(shell, zmq.POLLIN)
         if handler is not None:
             poller.register(stdin, zmq.POLLIN)
-        reply: dict[str, Any] | None = None
-        idle = False
-        execution_count: int | None = None
         interrupted_at: float | None = None
         answers: set[asyncio.Task[None]] = set()
         self._abandoned = True
         try:
-            while reply is None or not idle:
-                now = time.monotonic()
+            while not run.finished(now := time.monotonic()):
                 if interrupted_at is None and now >= deadline:
                     interrupted_at = now
                     await self._interrupt()
                     continue
                 limit = deadline if interrupted_at is None else interrupted_at + self.config.grace_s
                 if interrupted_at is not None and now >= limit:
-                    return await self._recover(code, started, collector, execution_count, limit_s, died=False)
+                    return await self._recover(code, started, run, limit_s, died=False)
                 wait_ms = max(1, math.ceil(1000 * min(_ALIVE_CHECK_S, limit - now)))
                 try:
                     events = dict(await poller.poll(wait_ms))
@@ -438,25 +473,12 @@ class Kernel:
                 if not events:
                     if not self.alive:
                         timed_out = limit_s if interrupted_at is not None else None
-                        return await self._recover(
-                            code, started, collector, execution_count, timed_out, died=True
-                        )
+                        return await self._recover(code, started, run, timed_out, died=True)
                     continue
                 if iopub in events:
-                    msg = await kc.iopub_channel.get_msg(timeout=0)
-                    if msg["parent_header"].get("msg_id") == msg_id:
-                        msg_type = msg["header"]["msg_type"]
-                        content = msg["content"]
-                        if msg_type == "status":
-                            idle = idle or content.get("execution_state") == "idle"
-                        elif msg_type == "execute_input":
-                            execution_count = content.get("execution_count")
-                        else:
-                            collector.add(msg_type, content)
+                    run.on_iopub(await kc.iopub_channel.get_msg(timeout=0))
                 if shell in events:
-                    msg = await kc.shell_channel.get_msg(timeout=0)
-                    if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_reply":
-                        reply = msg["content"]
+                    run.on_shell(await kc.shell_channel.get_msg(timeout=0))
                 if handler is not None and stdin in events:
                     msg = await kc.stdin_channel.get_msg(timeout=0)
                     if msg["msg_type"] == "input_request":
@@ -469,19 +491,12 @@ class Kernel:
             if answers:  # let handlers record their cancellation; a sync tool in a thread cannot be stopped
                 await asyncio.wait(list(answers), timeout=_ANSWER_CANCEL_WAIT_S)
         self._abandoned = False
-        timed_out = limit_s if interrupted_at is not None else None
-        return self._finish(code, started, collector, reply, execution_count, timed_out)
+        return self._finish(code, started, run, limit_s if interrupted_at is not None else None)
 
-    def _finish(
-        self,
-        code: str,
-        started: float,
-        collector: OutputCollector,
-        reply: dict[str, Any],
-        execution_count: int | None,
-        timed_out: float | None,
-    ) -> CellResult:
-        outputs = collector.outputs()
+    def _finish(self, code: str, started: float, run: _CellRun, timed_out: float | None) -> CellResult:
+        reply = run.reply
+        assert reply is not None
+        outputs = run.collector.outputs()
         status = CellStatus.OK if reply.get("status") == "ok" else CellStatus.ERROR
         note = None
         if status is CellStatus.ERROR and not any(isinstance(o, ErrorOutput) for o in outputs):
@@ -501,25 +516,21 @@ class Kernel:
                 f"The cell ran past its timeout of {timed_out:g} s and was interrupted; "
                 "the kernel's variables are kept."
             )
-        note = _join_notes(note, collector.dropped_note())
+        if not run.idle:
+            note = _join_notes(
+                note, "The kernel's output channel overflowed: some of this cell's output may be missing."
+            )
         return CellResult(
             code=code,
             status=status,
             outputs=outputs,
-            execution_count=reply.get("execution_count", execution_count),
+            execution_count=reply.get("execution_count", run.execution_count),
             duration_s=time.monotonic() - started,
-            note=note,
+            note=_join_notes(note, run.collector.dropped_note()),
         )
 
     async def _recover(
-        self,
-        code: str,
-        started: float,
-        collector: OutputCollector,
-        execution_count: int | None,
-        timed_out: float | None,
-        *,
-        died: bool,
+        self, code: str, started: float, run: _CellRun, timed_out: float | None, *, died: bool
     ) -> CellResult:
         """End a cell whose kernel died, or would not stop after its timeout (`timed_out` seconds), and
         restart the kernel."""
@@ -546,11 +557,11 @@ class Kernel:
         return CellResult(
             code=code,
             status=CellStatus.TIMEOUT if timed_out is not None else CellStatus.CRASHED,
-            outputs=collector.outputs(),
-            execution_count=execution_count,
+            outputs=run.collector.outputs(),
+            execution_count=run.execution_count,
             duration_s=time.monotonic() - started,
             state_lost=True,
-            note=_join_notes(note, collector.dropped_note()),
+            note=_join_notes(note, run.collector.dropped_note()),
         )
 
     async def _interrupt(self) -> None:
