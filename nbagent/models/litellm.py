@@ -22,6 +22,7 @@ def _import_litellm() -> Any:
         raise ConfigError(
             "LiteLLMModel needs the `litellm` extra: `pip install 'nbagent[litellm]'`."
         ) from exc
+    litellm.suppress_debug_info = True  # our ModelError explains failures; no "Give Feedback" banners
     return litellm
 
 
