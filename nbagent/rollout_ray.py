@@ -110,13 +110,21 @@ def _lost_episode(job: EpisodeJob, settings: EpisodeSettings, env_name: str, err
     )
 
 
-async def _alive(handle: Any) -> bool:
-    """Whether an actor answers (after Ray restarted it, if it can)."""
-    try:
-        await handle.ready.remote()
-    except Exception:  # dead for good, or its restart failed
-        return False
-    return True
+async def _alive(handle: Any, wait_s: float = 300.0) -> bool:
+    """Whether an actor answers, waiting up to `wait_s` while Ray restarts it."""
+    from ray.exceptions import ActorUnavailableError
+
+    with anyio.move_on_after(wait_s):
+        while True:
+            try:
+                await handle.ready.remote()
+            except ActorUnavailableError:  # restarting: ask again
+                await anyio.sleep(1.0)
+            except Exception:  # dead for good, or its restart failed
+                return False
+            else:
+                return True
+    return False
 
 
 def _connect(address: str) -> bool:

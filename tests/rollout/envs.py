@@ -38,10 +38,11 @@ def _check(answer: Any, task: TaskSpec) -> float:
 
 def _dying_check(marker: Path) -> Callable[[Any, TaskSpec], float]:
     def check(answer: Any, task: TaskSpec) -> float:
-        if not marker.exists():
-            marker.touch()
-            os._exit(1)  # the process scoring this episode dies, once
-        return _check(answer, task)
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))  # exactly one process wins
+        except FileExistsError:
+            return _check(answer, task)
+        os._exit(1)  # the process scoring this episode dies, once
 
     return check
 

@@ -13,7 +13,8 @@ from nbagent.rollout import group_id_for
 from nbagent.trajectory import Termination, read_trajectories
 from nbagent_train.serving.vllm import PolicyServer
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+# The first test to use the session's vLLM server also waits for it to start (minutes under load).
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def test_collect_qa_demo_on_vllm_gives_scored_grouped_token_exact_episodes(
