@@ -213,9 +213,7 @@ def main() -> None:
         )
     failed = sum(r["not_solved"] for r in rows)
     print(f"\nepisodes not solved (should be 0): {failed}")
-    print(
-        "CPU bound = cores / (CPU per episode): the best rate this machine allows at that cost per episode."
-    )
+    print("CPU-bound eps/s = cores / CPU ms per episode (host + kernels + server).")
 
 
 if __name__ == "__main__":
