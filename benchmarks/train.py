@@ -250,6 +250,7 @@ def main() -> None:
     parser.add_argument("--models", default="tiny,smollm2", help="comma list of: tiny, smollm2")
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per round")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--smol-rows", type=int, default=4, help="SmolLM2 sequences per micro-batch")
     args = parser.parse_args()
     import torch
 
@@ -259,20 +260,28 @@ def main() -> None:
     logging.getLogger("nbagent_train").setLevel(logging.ERROR)  # the re-tokenization baseline warns by design
     console = Console(width=140)
     rows: list[Row] = []
+
+    def add(row: Row) -> None:
+        rows.append(row)  # printed at once too, so a run cut short still reports what it measured
+        console.print(
+            f"{row.what}: ours {row.ours:,.0f} tok/s, {row.baseline_name} {row.baseline:,.0f} tok/s"
+        )
+
     with tempfile.TemporaryDirectory() as tmp:
         tiny = build_tiny_model(Path(tmp) / "tiny")
         from transformers import AutoTokenizer
 
-        rows.append(bench_sample_building(AutoTokenizer.from_pretrained(tiny)))
+        add(bench_sample_building(AutoTokenizer.from_pretrained(tiny)))
         for name in args.models.split(","):
             if name == "tiny":
-                rows.append(bench_training("tiny Qwen2", tiny, 0, (4, 4, 3), 16, args.steps, args.rounds))
+                add(bench_training("tiny Qwen2", tiny, 0, (4, 4, 3), 16, args.steps, args.rounds))
             elif name == "smollm2":
                 from nbagent.models import ensure_smollm2
 
-                rows.append(
+                smol = ensure_smollm2()
+                add(
                     bench_training(
-                        "SmolLM2-135M", ensure_smollm2(), 16, (2, 4, 2), 4, args.steps, args.rounds
+                        "SmolLM2-135M", smol, 16, (2, 4, 2), args.smol_rows, args.steps, args.rounds
                     )
                 )
             else:
