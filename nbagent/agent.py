@@ -41,8 +41,11 @@ from nbagent.models.base import Model
 from nbagent.notepad import SYNC_TOOL_NAME, Notepad, kernel_setup_code, render_notepad
 from nbagent.prompts import (
     DEFAULT_SYSTEM_PROMPT,
+    EMPTY_OUTPUT_NOTE,
     FORMAT_ERROR_NOTE,
     LAST_STEP_NOTE,
+    REPEAT_NOTE,
+    RESTART_NOTE,
     SUMMARIZE_SYSTEM_PROMPT,
     TASK_TEMPLATE,
     PromptContext,
@@ -183,6 +186,7 @@ class Agent(Generic[DepsT, OutputT]):
         observation_chars: Character budget of one rendered cell output.
         notepad_chars: Character budget of the notepad rendering.
         summary_max_tokens: Token limit of a summary written by the ``"summarize"`` policy.
+        reminder: A line added after every cell's output, e.g. how to submit (small models need it).
     """
 
     def __init__(
@@ -207,6 +211,7 @@ class Agent(Generic[DepsT, OutputT]):
         observation_chars: int = 4000,
         notepad_chars: int = 4000,
         summary_max_tokens: int = 400,
+        reminder: str | None = None,
     ) -> None:
         if max_steps < 1:
             raise ConfigError(f"max_steps must be at least 1, got {max_steps}.")
@@ -237,6 +242,7 @@ class Agent(Generic[DepsT, OutputT]):
         self.observation_chars = observation_chars
         self.notepad_chars = notepad_chars
         self.summary_max_tokens = summary_max_tokens
+        self.reminder = reminder
         # fail now, not in the first episode, on a bad template or an output type pydantic cannot describe
         self.render_system_prompt()
 
@@ -359,6 +365,8 @@ class _Episode(Generic[DepsT, OutputT]):
     submitted: bool = False
     result: RunResult[OutputT] | None = None
     system_prompt: str = ""
+    kernel_generation: int | None = None
+    """The kernel generation the notepad and tool stubs were set up for."""
     timings: dict[str, float] = field(default_factory=lambda: {"setup_s": 0.0, "model_s": 0.0, "cell_s": 0.0})
 
     # ------------------------------------------------------------------------------------------
@@ -386,14 +394,21 @@ class _Episode(Generic[DepsT, OutputT]):
         ctx = RunContext(deps=self.deps, task_id=self.task.id, metadata={"trajectory_id": self.trajectory_id})
         return ToolBridge(toolset, ctx)
 
-    async def _set_up_kernel(self, kernel: Kernel, bridge: ToolBridge) -> None:
-        """Define the tool stubs and the notepad (restored from the host's copy) in the kernel."""
-        code = bridge.setup_code() + "\n" + kernel_setup_code(self.notepad_state)
-        cell = await kernel.execute(code, timeout=max(30.0, self.agent.cell_timeout_s))
+    async def _ensure_set_up(self, kernel: Kernel, bridge: ToolBridge) -> str | None:
+        """Make sure the kernel runs and holds the tool stubs and the notepad (restored from the host's
+        copy), re-creating them after a restart. Returns the kernel's note if it had to be revived."""
+        revived = await kernel.ensure_running()
+        if self.kernel_generation == kernel.generation:
+            return revived
+        await bridge.install(kernel)
+        code = kernel_setup_code(self.notepad_state, reserved=[*bridge.toolset.names, "notepad"])
+        cell = await kernel.execute(code, timeout=60.0, store_history=False)
         if cell.status is not CellStatus.OK:
             from nbagent.kernel import render_cell
 
-            raise AgentRunError(f"Setting up the tools in the kernel failed:\n{render_cell(cell)}")
+            raise AgentRunError(f"Setting up the notepad in the kernel failed:\n{render_cell(cell)}")
+        self.kernel_generation = kernel.generation
+        return revived
 
     # ------------------------------------------------------------------------------------------
     # The loop
@@ -424,9 +439,14 @@ class _Episode(Generic[DepsT, OutputT]):
         from nbagent.kernel import render_cell
 
         text = render_cell(cell, budget_chars=self.agent.observation_chars)
+        if cell.state_lost and cell.ok and cell.note:  # render_cell shows notes of failed cells only
+            text = f"[kernel restarted] {cell.note}\n{text}"
         if not text.strip():
-            text = "(the cell ran without output)"
-        return self.agent.parser.observation(text)
+            text = EMPTY_OUTPUT_NOTE
+        if cell.state_lost:
+            text += f"\n{RESTART_NOTE}"
+        observation = self.agent.parser.observation(text)
+        return f"{observation}\n{self.agent.reminder}" if self.agent.reminder else observation
 
     async def steps_generator(self) -> AsyncGenerator[Step, None]:
         agent = self.agent
@@ -450,7 +470,7 @@ class _Episode(Generic[DepsT, OutputT]):
 
                 kernel = owned = Kernel(agent.kernel_config)
                 await kernel.start()
-            await self._set_up_kernel(kernel, bridge)
+            await self._ensure_set_up(kernel, bridge)
             self.timings["setup_s"] = time.monotonic() - started
             task_text = TASK_TEMPLATE.format(task=self.task.prompt)
             settings = agent.settings()
@@ -549,12 +569,16 @@ class _Episode(Generic[DepsT, OutputT]):
                 observation, timed_out = "(not run: the episode's time ran out)", True
             else:
                 t0 = time.monotonic()
+                revived = await self._ensure_set_up(kernel, bridge)
                 cell = await bridge.run_cell(kernel, action.code, timeout)
+                if revived:
+                    cell.state_lost = True
+                    cell.note = f"{revived} {cell.note}" if cell.note else revived
                 self.timings["cell_s"] += time.monotonic() - t0
                 timed_out = timeout < agent.cell_timeout_s and cell.status is CellStatus.TIMEOUT
                 observation = self._observation(cell)
-                if cell.state_lost:
-                    await self._set_up_kernel(kernel, bridge)
+                if any(step.action.code == action.code for step in self.steps[-1:]):
+                    observation += f"\n{REPEAT_NOTE}"
         self.turns.append(Turn(index=index, assistant=text, observation=observation))
         step = Step(
             index=index,

@@ -42,9 +42,15 @@ EXIT_INTERRUPTED = 130
 
 LOCAL_FORMAT = "markdown"
 LOCAL_PREFILL = "```python\n"
+REPLY_RESERVE_TOKENS = 1024
+"""Tokens kept free for the reply when the context budget comes from the model's length and no
+--max-tokens is given."""
 LOCAL_MAX_TOKENS = 200
-"""Defaults for the embedded SmolLM2-135M: a fenced block with the assistant turn prefilled with
-```` ```python\\n ```` is the format it reliably answers with code (see MEASUREMENTS.md)."""
+LOCAL_TEMPERATURE = 0.3
+LOCAL_REMINDER = "Does this answer the task? Then submit it now with submit_final_answer(answer)."
+"""Defaults for the embedded SmolLM2-135M. Prefilled with ```` ```python\\n ````, a fenced block is the
+format it reliably answers with code (see MEASUREMENTS.md); without a reminder after each output it
+never calls submit_final_answer, and at temperature 0.3 its code is right more often than at 0.7 or 1."""
 
 
 class FormatChoice(StrEnum):
@@ -99,7 +105,10 @@ LocalModelOption = Annotated[
 ]
 MaxStepsOption = Annotated[int, typer.Option("--max-steps", min=1, help="Model calls per episode.")]
 TemperatureOption = Annotated[
-    float | None, typer.Option("--temperature", help="Sampling temperature (default: the model's).")
+    float | None,
+    typer.Option(
+        "--temperature", help=f"Sampling temperature (default: the model's; local: {LOCAL_TEMPERATURE})."
+    ),
 ]
 MaxTokensOption = Annotated[
     int | None,
@@ -141,10 +150,13 @@ class ModelChoice:
     model: Model
     description: str
     local: bool
+    context_tokens: int | None = None
+    """The model's context length, when known (vLLM's `max_model_len`, a local model's config)."""
 
 
-def _endpoint_models(base_url: str, api_key: str | None) -> list[str]:
-    """The model names an OpenAI-compatible endpoint serves; `ConfigError` when it cannot be reached."""
+def _endpoint_models(base_url: str, api_key: str | None) -> dict[str, int | None]:
+    """The models an OpenAI-compatible endpoint serves, with their context length where it says
+    (vLLM does); `ConfigError` when the endpoint cannot be reached or is not such an API."""
     import httpx
 
     url = base_url.rstrip("/") + "/models"
@@ -160,9 +172,19 @@ def _endpoint_models(base_url: str, api_key: str | None) -> list[str]:
             f"GET {url} answered HTTP {response.status_code}: is this an OpenAI-compatible API?"
         )
     try:
-        return [str(item["id"]) for item in response.json()["data"]]
-    except (ValueError, KeyError, TypeError) as exc:
+        items = response.json()["data"]
+        return {str(item["id"]): item.get("max_model_len") for item in items}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"GET {url} did not return an OpenAI model list.") from exc
+
+
+def _folder_context_tokens(folder: Path) -> int | None:
+    """`max_position_embeddings` from a Hugging Face model folder's config, if it has one."""
+    try:
+        value = json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
 
 
 def resolve_model(
@@ -177,21 +199,24 @@ def resolve_model(
         served = _endpoint_models(base_url, api_key)
         if model is None:
             if len(served) != 1:
-                listed = ", ".join(served[:10]) or "none"
+                listed = ", ".join(list(served)[:10]) or "none"
                 raise ConfigError(
                     f"{base_url} serves {len(served)} models ({listed}): choose one with --model."
                 )
-            model = served[0]
+            model = next(iter(served))
         elif served and model not in served:
-            raise ConfigError(
-                f"{base_url} does not serve the model {model!r}; it serves: {', '.join(served[:10])}."
-            )
+            listed = ", ".join(list(served)[:10])
+            raise ConfigError(f"{base_url} does not serve the model {model!r}; it serves: {listed}.")
         from nbagent.models.openai import OpenAIModel
 
         return ModelChoice(
-            OpenAIModel(model, base_url=base_url, api_key=api_key), f"{model} at {base_url}", False
+            OpenAIModel(model, base_url=base_url, api_key=api_key),
+            f"{model} at {base_url}",
+            local=False,
+            context_tokens=served.get(model),
         )
-    from nbagent.models.local import TransformersModel, default_local_model
+    from nbagent.models.inprocess import TransformersModel
+    from nbagent.models.local import default_local_model, ensure_smollm2
 
     if local_model is not None:
         if not local_model.is_dir():
@@ -199,9 +224,17 @@ def resolve_model(
                 f"--local-model {local_model} is not a folder (expected a Hugging Face model folder)."
             )
         return ModelChoice(
-            TransformersModel(str(local_model)), f"local model {local_model} (in-process)", True
+            TransformersModel(str(local_model)),
+            f"local model {local_model} (in-process)",
+            local=True,
+            context_tokens=_folder_context_tokens(local_model),
         )
-    return ModelChoice(default_local_model(), "embedded SmolLM2-135M-Instruct (in-process, CPU)", True)
+    return ModelChoice(
+        default_local_model(),
+        "embedded SmolLM2-135M-Instruct (in-process, CPU)",
+        local=True,
+        context_tokens=_folder_context_tokens(ensure_smollm2()),
+    )
 
 
 def load_tool(spec: str) -> Any:
@@ -232,7 +265,10 @@ def agent_settings(
     tools: list[str] | None,
     sandbox: bool,
 ) -> dict[str, Any]:
-    """Keyword arguments for `Agent` from the shared flags, with the local model's defaults applied."""
+    """Keyword arguments for `Agent` from the shared flags, with the local model's defaults applied.
+
+    When the model's context length is known, the context budget is that length minus the reply's
+    `max_tokens` (the ``hard`` policy then drops old steps instead of overflowing the model)."""
     from nbagent.kernel import KernelConfig
     from nbagent.trajectory import SamplingSettings
 
@@ -240,8 +276,12 @@ def agent_settings(
         action_format = FormatChoice(LOCAL_FORMAT) if choice.local else FormatChoice.xml
     if prefill is None:
         prefill = LOCAL_PREFILL if choice.local and action_format is FormatChoice.markdown else ""
-    if max_tokens is None and choice.local:
-        max_tokens = LOCAL_MAX_TOKENS
+    if choice.local:
+        max_tokens = LOCAL_MAX_TOKENS if max_tokens is None else max_tokens
+        temperature = LOCAL_TEMPERATURE if temperature is None else temperature
+    budget = None
+    if choice.context_tokens is not None:  # leave room for the reply
+        budget = max(256, choice.context_tokens - (max_tokens or REPLY_RESERVE_TOKENS))
     return {
         "tools": [load_tool(spec) for spec in tools or []],
         "max_steps": max_steps,
@@ -251,6 +291,8 @@ def agent_settings(
         "prefill": prefill.encode().decode("unicode_escape") or None,
         "sampling": SamplingSettings(temperature=temperature, max_tokens=max_tokens),
         "kernel_config": KernelConfig(sandbox=sandbox) if sandbox else None,
+        "reminder": LOCAL_REMINDER if choice.local else None,
+        "context_budget_tokens": budget,
     }
 
 
@@ -286,10 +328,15 @@ class StepPrinter:
             self.console.print(Text(action.think, style="italic dim"))
         self.console.print(Syntax(action.code or "", "python", theme="ansi_dark", background_color="default"))
         cell = step.cell
-        status = cell.status.value if cell is not None else "not run"
-        style = "green" if cell is not None and cell.ok else "red"
-        self.console.print(Panel(Text(step.observation), title=f"output ({status})", border_style=style))
-        if self.verbose and cell is not None:
+        if cell is None:
+            self.console.print(Panel(Text(step.observation), title="output (not run)", border_style="red"))
+            return
+        from nbagent.kernel import render_cell
+
+        shown = render_cell(cell) or "(no output)"
+        style = "green" if cell.ok else "red"
+        self.console.print(Panel(Text(shown), title=f"output ({cell.status.value})", border_style=style))
+        if self.verbose:
             for tool_call in cell.tool_calls:
                 outcome = f"error: {tool_call.error}" if tool_call.error else repr(tool_call.result)[:200]
                 self.console.print(
@@ -392,7 +439,7 @@ def run(
             sandbox=sandbox,
         )
     except NBAgentError as exc:
-        console.print(Text(f"error: {exc}", style="red"))
+        console.print(Text(f"error: {exc}", style="red"), soft_wrap=True)
         raise typer.Exit(EXIT_ERROR) from None
     if choice.local:
         console.print(
@@ -478,6 +525,8 @@ def _run_episode(
                     if on_step is not None:
                         on_step(step)
         finally:
+            with anyio.CancelScope(shield=True):
+                await agent.model.aclose()
             outcome.result = agent_run.result
             if outcome.result is not None:
                 if notebook is not None:

@@ -1,15 +1,23 @@
-"""The agent's notepad: a todo list, facts and a draft answer that live in the kernel as `notepad`.
+"""Kernel-side set-up of the agent: the `notepad`, and a guard that keeps the agent's names intact.
+
+The notepad is a todo list, facts and a draft answer that live in the kernel as `notepad`.
 
 The model edits it from its code (``notepad.add_todo([...])``, ``notepad.mark_done(1)``,
 ``notepad.add_facts([...])``, ``notepad.write_draft(text)``). Every change is pushed to the host through
 the tool bridge (a hidden host tool), so the host always holds the current state without running extra
 cells, and can put it back after a kernel restart. The host renders it at the end of each prompt.
 
-The `Notepad` class below is self-contained (standard library only): its source is what the kernel runs.
+Small models often write ``def submit_final_answer(...)`` before calling it, which would cut the episode's
+only way to answer. `ReservedNamesGuard` (an IPython AST transformer) drops such top-level definitions and
+assignments of the agent's names before a cell runs, and the cell prints a line on stderr saying so.
+
+`Notepad` and `ReservedNamesGuard` are self-contained (standard library only): their source is what the
+kernel runs.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -97,22 +105,65 @@ def _as_list(items: str | list[str]) -> list[str]:
     return [items] if isinstance(items, str) else list(items)
 
 
-def kernel_setup_code(state: dict[str, Any] | None = None) -> str:
-    """Python for the kernel that defines `notepad` (restored from `state`), synced through the bridge.
+class ReservedNamesGuard(ast.NodeTransformer):
+    """Drops top-level statements that would rebind the agent's names (def, class, assignment, import)."""
 
-    The class is compiled in a private namespace so the user's namespace only gains `notepad`; it
+    def __init__(self, names: list[str]) -> None:
+        self.names = set(names)
+
+    def _rebinds(self, node: ast.stmt) -> list[str]:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound = [node.name]
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            bound = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            bound = [alias.asname or alias.name.split(".")[0] for alias in node.names]
+        else:
+            bound = []
+        return sorted(self.names.intersection(bound))
+
+    def visit_Module(self, node: ast.Module) -> ast.Module:
+        body: list[ast.stmt] = []
+        for stmt in node.body:
+            clashes = self._rebinds(stmt)
+            if not clashes:
+                body.append(stmt)
+                continue
+            names = ", ".join(clashes)
+            message = (
+                f"[nbagent] line {stmt.lineno} was not run: {names} is provided by the agent and cannot be "
+                f"redefined; call it directly, e.g. {clashes[0]}(...)."
+            )
+            body.extend(ast.parse(f"__import__('sys').stderr.write({message + chr(10)!r})").body)
+        node.body = body
+        return node
+
+
+def kernel_setup_code(state: dict[str, Any] | None, reserved: list[str]) -> str:
+    """Python for the kernel that defines `notepad` (restored from `state`, synced through the bridge)
+    and installs the guard of the `reserved` names (replacing a guard installed before).
+
+    The classes are compiled in a private namespace so the user's namespace only gains `notepad`; it
     expects the bridge stub `nbagent_notepad_sync` to be defined already.
     """
     source = (
         "from __future__ import annotations\n"
+        "import ast\n"
         "from collections.abc import Callable\n"
-        "from typing import Any\n\n" + inspect.getsource(_as_list) + "\n" + inspect.getsource(Notepad)
+        "from typing import Any\n\n"
+        + "\n".join(inspect.getsource(obj) for obj in (_as_list, Notepad, ReservedNamesGuard))
     )
     return (
-        "_nbagent_ns = {}\n"
-        f"exec(compile({source!r}, '<nbagent notepad>', 'exec', dont_inherit=True), _nbagent_ns)\n"
-        f"notepad = _nbagent_ns['Notepad']({state or {}!r}, on_change={SYNC_TOOL_NAME})\n"
-        "del _nbagent_ns\n"
+        "def _nbagent_setup():\n"
+        "    ns = {}\n"
+        f"    exec(compile({source!r}, '<nbagent agent setup>', 'exec', dont_inherit=True), ns)\n"
+        "    shell = get_ipython()\n"
+        f"    shell.user_ns['notepad'] = ns['Notepad']({state or {}!r}, on_change={SYNC_TOOL_NAME})\n"
+        "    kept = [t for t in shell.ast_transformers if type(t).__name__ != 'ReservedNamesGuard']\n"
+        f"    shell.ast_transformers[:] = [*kept, ns['ReservedNamesGuard']({reserved!r})]\n"
+        "_nbagent_setup()\n"
+        "del _nbagent_setup\n"
     )
 
 

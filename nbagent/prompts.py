@@ -124,6 +124,17 @@ which variables hold useful data, and what failed. Write plain text, at most abo
 
 LAST_STEP_NOTE = "This is your last step: submit your final answer now with submit_final_answer(...)."
 
+RESTART_NOTE = (
+    "(The kernel was restarted: your tools and the notepad are defined again; other variables are gone.)"
+)
+
+EMPTY_OUTPUT_NOTE = "(no output: the cell printed nothing; print() the values you want to see)"
+
+REPEAT_NOTE = (
+    "(You ran exactly the same code as in the previous step, so you got the same result. "
+    "Change your approach, or submit your answer.)"
+)
+
 FORMAT_ERROR_NOTE = "Your reply could not be run: {error}"
 
 

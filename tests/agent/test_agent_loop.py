@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import anyio
 import pytest
-from nbagent.models.testing import FunctionModel, ScriptedModel
 from pydantic import BaseModel
 
 from nbagent.agent import Agent, AgentRun, RunResult
 from nbagent.errors import ConfigError, ToolDefinitionError
 from nbagent.kernel import Kernel
 from nbagent.models.base import ChatMessage, ModelError
+from nbagent.models.testing import FunctionModel, ScriptedModel
 from nbagent.prompts import LAST_STEP_NOTE, SUMMARIZE_SYSTEM_PROMPT
 from nbagent.tools import RunContext, tool
 from nbagent.trajectory import CellStatus, SamplingSettings, Step, TaskSpec, Termination
@@ -182,7 +182,7 @@ async def test_hard_trimming_drops_old_steps_and_keeps_the_notepad() -> None:
     ]
     probe = Agent(ScriptedModel([]))
     budget = len(probe.render_system_prompt()) // 4 + 1400
-    result = await Agent(ScriptedModel(completions), context_budget_tokens=budget, max_steps=6).run("q")
+    result = await Agent(ScriptedModel(completions), context_budget_tokens=budget, max_steps=8).run("q")
     assert result.termination is Termination.SUBMITTED
     events = [e for s in result.steps for e in s.context_events]
     assert events
@@ -211,7 +211,7 @@ async def test_summarize_policy_asks_the_model() -> None:
         return next(steps)
 
     probe = Agent(ScriptedModel([]))
-    budget = len(probe.render_system_prompt()) // 4 + 1700
+    budget = len(probe.render_system_prompt()) // 4 + 1000
     agent = Agent(
         FunctionModel(respond), context_budget_tokens=budget, context_policy="summarize", max_steps=6
     )
@@ -249,6 +249,25 @@ async def test_notepad_is_rendered_at_the_end_and_survives_a_restart() -> None:
     assert steps[2].cell is not None
     assert steps[2].cell.ok
     assert "Draft:\nabout 1" in steps[2].observation
+
+
+async def test_agent_names_cannot_be_redefined_and_reminder() -> None:
+    completions = [
+        code("notepad = 5\nprint(type(notepad).__name__)"),
+        code("def submit_final_answer(a):\n    print('fake', a)\nsubmit_final_answer(17 * 23)"),
+    ]
+    agent = Agent(ScriptedModel(completions), reminder="Submit when you can.")
+    result = await agent.run("q")
+    assert result.termination is Termination.SUBMITTED
+    assert result.answer == "391"
+    first, second = result.steps
+    assert "Notepad" in first.observation
+    assert "line 1 was not run: notepad is provided by the agent" in first.observation
+    assert "submit_final_answer is provided by the agent" in second.observation
+    assert "fake" not in second.observation
+    assert first.observation.endswith("</output>\nSubmit when you can.")
+    assert second.cell is not None
+    assert second.cell.code == completions[1].split("<code>\n")[1].split("\n</code>")[0] + "\n"
 
 
 @dataclass

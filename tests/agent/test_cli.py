@@ -35,6 +35,7 @@ def server() -> Iterator[FakeOpenAIServer]:
 def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     for name in ENDPOINT_ENV:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLUMNS", "250")  # usage errors are boxed and wrapped at the terminal width
     return CliRunner()
 
 
@@ -170,3 +171,32 @@ def test_run_on_the_embedded_model_as_a_subprocess(tmp_path: Path) -> None:
     assert first.action.kind == "code"  # with the prefill, the model starts inside a code block
     nbformat.validate(nbformat.read(str(nb_path), as_version=4))
     assert f"notebook: {nb_path}" in out
+
+
+def test_context_budget_follows_the_model_length() -> None:
+    from nbagent.cli import ModelChoice, agent_settings
+    from nbagent.models.testing import ScriptedModel
+
+    def settings(choice: ModelChoice, max_tokens: int | None) -> dict[str, object]:
+        return agent_settings(
+            choice,
+            max_steps=3,
+            temperature=None,
+            max_tokens=max_tokens,
+            cell_timeout=5,
+            episode_timeout=60,
+            action_format=None,
+            prefill=None,
+            tools=None,
+            sandbox=False,
+        )
+
+    endpoint = ModelChoice(ScriptedModel([]), "m", local=False, context_tokens=4096)
+    assert settings(endpoint, 300)["context_budget_tokens"] == 3796
+    assert settings(endpoint, None)["context_budget_tokens"] == 3072
+    assert settings(ModelChoice(ScriptedModel([]), "m", local=False), None)["context_budget_tokens"] is None
+    local = settings(ModelChoice(ScriptedModel([]), "m", local=True, context_tokens=8192), None)
+    assert local["context_budget_tokens"] == 8192 - 200
+    assert local["action_format"] == "markdown"
+    assert local["prefill"] == "```python\n"
+    assert local["reminder"] is not None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
 from typing import Any
 
 import pytest
 
-from nbagent.notepad import Notepad, kernel_setup_code, render_notepad
+from nbagent.notepad import Notepad, ReservedNamesGuard, kernel_setup_code, render_notepad
 
 
 def test_methods_render_and_sync() -> None:
@@ -47,12 +50,41 @@ def test_render_budget() -> None:
     assert text.endswith("more characters not shown]")
 
 
-def test_kernel_code_defines_only_notepad() -> None:
-    pushed: list[dict[str, Any]] = []
-    namespace: dict[str, Any] = {"nbagent_notepad_sync": pushed.append}
-    exec(kernel_setup_code({"facts": ["restored"], "todos": [["t", True]], "draft": ""}), namespace)
-    assert set(namespace) - {"__builtins__"} == {"nbagent_notepad_sync", "notepad"}
-    pad = namespace["notepad"]
-    assert pad.render() == "Todo:\n1. [x] t\nFacts:\n- restored"
-    pad.add_facts(["new"])
-    assert pushed == [{"todos": [["t", True]], "facts": ["restored", "new"], "draft": ""}]
+def guarded(code: str) -> tuple[str, str]:
+    """Run `code` through the guard; return the code left and what it writes on stderr."""
+    tree = ReservedNamesGuard(["submit_final_answer", "notepad"]).visit(ast.parse(code))
+    ast.fix_missing_locations(tree)
+    err = io.StringIO()
+    namespace: dict[str, Any] = {"submit_final_answer": lambda a: f"real {a}"}
+    with contextlib.redirect_stderr(err):
+        exec(compile(tree, "<cell>", "exec"), namespace)
+    return ast.unparse(tree), err.getvalue()
+
+
+def test_guard_drops_rebinding_of_reserved_names_and_says_so() -> None:
+    code = "def submit_final_answer(a):\n    return 'fake'\nx = submit_final_answer(3)\nprint(x)"
+    left, err = guarded(code)
+    assert "def submit_final_answer" not in left
+    assert "x = submit_final_answer(3)" in left
+    assert err == (
+        "[nbagent] line 1 was not run: submit_final_answer is provided by the agent and cannot be "
+        "redefined; call it directly, e.g. submit_final_answer(...).\n"
+    )
+    for rebind in ("notepad = 3", "import math as notepad", "class notepad: pass", "notepad, y = 1, 2"):
+        left, err = guarded(rebind)
+        assert "notepad" in err
+        assert "was not run" in err
+
+
+def test_guard_keeps_everything_else() -> None:
+    code = "def helper(submit_final_answer):\n    return submit_final_answer\ny = helper(2)\nnotepad2 = 1"
+    left, err = guarded(code)
+    assert err == ""
+    assert left == ast.unparse(ast.parse(code))
+
+
+def test_setup_code_compiles_and_names_the_reserved() -> None:
+    code = kernel_setup_code({"facts": ["restored"]}, reserved=["submit_final_answer", "notepad"])
+    compile(code, "<setup>", "exec")
+    assert "['submit_final_answer', 'notepad']" in code
+    assert "{'facts': ['restored']}" in code
