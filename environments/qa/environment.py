@@ -6,6 +6,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Unpack
 
+from nbagent.environments import BaseEnvironment, EnvironmentOptions
+from nbagent.tools import Tool
+from nbagent.trajectory import Reward, TaskSpec
 from nbagent_environments.qa.loaders import (
     ALIASES,
     DATA_DIR,
@@ -17,10 +20,6 @@ from nbagent_environments.qa.loaders import (
 from nbagent_environments.qa.scoring import SimpleQAGrader, answer_text, qa_reward
 from nbagent_environments.qa.search import WebSearch
 from nbagent_environments.qa.tools import corpus_search_tool, read_webpage_tool, web_search_tool
-
-from nbagent.environments import BaseEnvironment, EnvironmentOptions
-from nbagent.tools import Tool
-from nbagent.trajectory import Reward, TaskSpec
 
 __all__ = ["DEFAULT_PROMPT", "DEMO_CORPUS", "DEMO_QUESTIONS", "QAEnvironment"]
 

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from nbagent.errors import ToolArgumentError, ToolError
 from nbagent_environments.qa import DEMO_CORPUS, DEMO_QUESTIONS
 from nbagent_environments.qa.corpus import CorpusError, CorpusIndex
 from nbagent_environments.qa.tools import corpus_search_tool
-
-from nbagent.errors import ToolArgumentError, ToolError
 
 K = 5
 

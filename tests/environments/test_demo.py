@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from nbagent_environments.qa import DEMO_CORPUS, DEMO_QUESTIONS
 from nbagent_environments.qa.scoring import has_answer
 

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from nbagent_environments.qa import QAEnvironment
-from nbagent_environments.qa.scoring import GraderError, SimpleQAGrader
 
 from nbagent.environments import load_environment
 from nbagent.models.openai import OpenAIModel
 from nbagent.trajectory import TaskSpec
+from nbagent_environments.qa import QAEnvironment
+from nbagent_environments.qa.scoring import GraderError, SimpleQAGrader
 from tests.fixtures.fake_openai import FakeOpenAIServer, FakeServerError, first_user_text
 
 from .trajectories import trajectory

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from nbagent_environments.qa import QAEnvironment
 from nbagent_environments.qa.loaders import (
     DatasetError,

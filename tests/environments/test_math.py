@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from nbagent.trajectory import CellStatus, TaskSpec
 from nbagent_environments.math import ARITHMETIC, MathEnvironment, answers_equivalent, extract_final_answer
 from nbagent_environments.math.checking import parse_number, to_sympy
 from nbagent_environments.math.loaders import MathDatasetError, load_math_file
-
-from nbagent.trajectory import CellStatus, TaskSpec
 
 from .trajectories import step, trajectory
 

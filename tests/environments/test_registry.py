@@ -8,8 +8,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from nbagent_environments.math import MathEnvironment
-from nbagent_environments.qa import QAEnvironment
 
 from nbagent.environments import (
     ENTRY_POINT_GROUP,
@@ -22,6 +20,8 @@ from nbagent.environments import (
 )
 from nbagent.errors import ConfigError
 from nbagent.trajectory import TaskSpec
+from nbagent_environments.math import MathEnvironment
+from nbagent_environments.qa import QAEnvironment
 
 TASKS = [TaskSpec(id=f"t{i}", prompt=f"What is {i} + 1?", references=[str(i + 1)]) for i in range(20)]
 

@@ -4,6 +4,9 @@ and L0's composite reward computed from hand-built trajectories."""
 from __future__ import annotations
 
 import pytest
+
+from nbagent.environments import RewardWeights, code_execution_score, combine_reward, format_score
+from nbagent.trajectory import CellStatus, TaskSpec, Termination
 from nbagent_environments.qa import QAEnvironment
 from nbagent_environments.qa.scoring import (
     exact_match,
@@ -13,9 +16,6 @@ from nbagent_environments.qa.scoring import (
     parse_grade,
     qa_reward,
 )
-
-from nbagent.environments import RewardWeights, code_execution_score, combine_reward, format_score
-from nbagent.trajectory import CellStatus, TaskSpec, Termination
 
 from .trajectories import step, trajectory
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
+from nbagent.errors import ToolError
 from nbagent_environments.qa.search import PROVIDERS, SearchError, WebSearch, format_results
 from nbagent_environments.qa.tools import read_webpage_tool, web_search_tool
 from nbagent_environments.qa.webpage import PageError, WebpageReader, html_to_markdown
-
-from nbagent.errors import ToolError
 
 from .conftest import LocalServer, Reply, Request
 

@@ -6,8 +6,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from nbagent_environments.math import MathEnvironment
-from nbagent_environments.qa import QAEnvironment
 
 from nbagent.environments import (
     DEFAULT_SPLITS,
@@ -18,6 +16,8 @@ from nbagent.environments import (
 )
 from nbagent.errors import ConfigError
 from nbagent.trajectory import TaskSpec
+from nbagent_environments.math import MathEnvironment
+from nbagent_environments.qa import QAEnvironment
 
 
 def _tasks(n: int) -> list[TaskSpec]:
