@@ -338,6 +338,7 @@ class Agent(Generic[DepsT, OutputT]):
         )
 
 
+@functools.cache
 def package_versions() -> dict[str, str]:
     """Versions of Python and the packages that shape an episode, for the trajectory."""
     versions = {"python": platform.python_version()}
@@ -609,7 +610,7 @@ class _Episode(Generic[DepsT, OutputT]):
             error=error,
             started_at=started_wall,
             wall_s=wall_s,
-            versions=package_versions(),
+            versions=dict(package_versions()),
             metadata={"action_format": agent.parser.name, "timings": self.timings},
         )
         self.result = RunResult(answer=answer, trajectory=trajectory)

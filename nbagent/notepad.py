@@ -18,6 +18,7 @@ kernel runs.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -140,6 +141,18 @@ class ReservedNamesGuard(ast.NodeTransformer):
         return node
 
 
+@functools.cache
+def _kernel_source() -> str:
+    """The source of the classes the kernel runs (read once: `inspect.getsource` is slow)."""
+    return (
+        "from __future__ import annotations\n"
+        "import ast\n"
+        "from collections.abc import Callable\n"
+        "from typing import Any\n\n"
+        + "\n".join(inspect.getsource(obj) for obj in (_as_list, Notepad, ReservedNamesGuard))
+    )
+
+
 def kernel_setup_code(state: dict[str, Any] | None, reserved: list[str]) -> str:
     """Python for the kernel that defines `notepad` (restored from `state`, synced through the bridge)
     and installs the guard of the `reserved` names (replacing a guard installed before).
@@ -147,17 +160,10 @@ def kernel_setup_code(state: dict[str, Any] | None, reserved: list[str]) -> str:
     The classes are compiled in a private namespace so the user's namespace only gains `notepad`; it
     expects the bridge stub `nbagent_notepad_sync` to be defined already.
     """
-    source = (
-        "from __future__ import annotations\n"
-        "import ast\n"
-        "from collections.abc import Callable\n"
-        "from typing import Any\n\n"
-        + "\n".join(inspect.getsource(obj) for obj in (_as_list, Notepad, ReservedNamesGuard))
-    )
     return (
         "def _nbagent_setup():\n"
         "    ns = {}\n"
-        f"    exec(compile({source!r}, '<nbagent agent setup>', 'exec', dont_inherit=True), ns)\n"
+        f"    exec(compile({_kernel_source()!r}, '<nbagent agent setup>', 'exec', dont_inherit=True), ns)\n"
         "    shell = get_ipython()\n"
         f"    shell.user_ns['notepad'] = ns['Notepad']({state or {}!r}, on_change={SYNC_TOOL_NAME})\n"
         "    kept = [t for t in shell.ast_transformers if type(t).__name__ != 'ReservedNamesGuard']\n"
