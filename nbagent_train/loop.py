@@ -535,7 +535,7 @@ class RLRun:
         schedule = TaskSchedule(env.tasks(cfg.env.split), cfg.rollout.tasks_per_iteration, cfg.rollout.seed)
         backend = self._make_backend()
         endpoint: PolicyEndpoint | None = None
-        log = None
+        log: RunLog | None = None
         try:
             backend.setup(total_steps=cfg.loop.iterations * cfg.run.mini_batches * cfg.run.ppo_epochs)
             self.main = backend.is_main_process
@@ -546,9 +546,7 @@ class RLRun:
             # starts on the base model the server already serves.
             initial = backend.export(self.folder.adapter(start)) if backend.is_lora or start > 0 else None
             if self.main:
-                from nbagent_train.metrics import MetricsLogger
-
-                log = MetricsLogger(self.folder.root, tensorboard=cfg.loop.tensorboard, keep_until=start)
+                log = RunLog(self.folder.root, cfg, start)
                 t0 = time.perf_counter()
                 endpoint = await self._open_endpoint(backend)
                 if initial is not None:
@@ -580,7 +578,7 @@ class RLRun:
         schedule: TaskSchedule,
         backend: TrainerBackend,
         endpoint: PolicyEndpoint | None,
-        log: Any,
+        log: RunLog | None,
         start: int,
     ) -> None:
         cfg = self.config
@@ -660,7 +658,7 @@ class RLRun:
         )
 
     async def _train_and_publish(
-        self, batch: Batch, backend: TrainerBackend, endpoint: PolicyEndpoint | None, log: Any
+        self, batch: Batch, backend: TrainerBackend, endpoint: PolicyEndpoint | None, log: RunLog | None
     ) -> None:
         from nbagent_train.advantages import compute_advantages
         from nbagent_train.metrics_plot import episode_metrics, plot_metrics
@@ -721,7 +719,7 @@ class RLRun:
         self.state.iterations_done = batch.iteration
         self.state.policy_version = self.version
         self._records.append({"iteration": batch.iteration, **record})
-        if not self.main:
+        if log is None:  # not the main process
             return
         self._prune()
         log.log(batch.iteration, record)
@@ -740,6 +738,29 @@ class RLRun:
             shutil.rmtree(old, ignore_errors=True)
         for old in checkpoint_dirs(self.folder.root)[: -self.config.run.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+class RunLog:
+    """Where each iteration's record goes: ``metrics.jsonl`` and TensorBoard, and wandb when configured."""
+
+    def __init__(self, root: Path, config: RLConfig, start: int) -> None:
+        from nbagent_train.metrics import MetricsLogger
+        from nbagent_train.metrics_plot import WandbMirror
+
+        self._wandb = None
+        if config.loop.wandb_project:
+            self._wandb = WandbMirror(config.loop.wandb_project, root, config.model_dump(mode="json"))
+        self._log = MetricsLogger(root, tensorboard=config.loop.tensorboard, keep_until=start)
+
+    def log(self, iteration: int, record: dict[str, Any]) -> None:
+        self._log.log(iteration, record)
+        if self._wandb is not None:
+            self._wandb.log(iteration, record)
+
+    def close(self) -> None:
+        self._log.close()
+        if self._wandb is not None:
+            self._wandb.close()
 
 
 def build_agent(config: RLConfig, env: Environment, endpoint: PolicyEndpoint) -> Agent[Any, Any]:

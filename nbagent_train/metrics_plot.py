@@ -1,9 +1,9 @@
-"""Per-iteration metrics of an RL run: what the episodes did, written to JSONL, TensorBoard, wandb and PNG.
+"""Per-iteration metrics of an RL run: what the episodes did, and plots of them.
 
 `episode_metrics` summarizes one iteration's trajectories (reward, success, length, terminations,
-tokens); `MetricsLog` appends one flat record per iteration to ``metrics.jsonl`` (the source of truth)
-and mirrors it to TensorBoard and, when configured, wandb; `plot_metrics` draws ``reward.png`` and
-``metrics.png`` from the JSONL file (matplotlib, Agg backend: no display needed).
+tokens); the loop writes it with the training metrics to ``metrics.jsonl`` and TensorBoard
+(`nbagent_train.metrics.MetricsLogger`) and, when configured, to wandb (`WandbMirror`); `plot_metrics`
+draws ``reward.png`` and ``metrics.png`` from the JSONL file (matplotlib, Agg backend: no display needed).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def _success_rate(trajectories: Sequence[Trajectory], key: str, threshold: float
 
 
 def read_metrics(path: str | Path) -> list[Record]:
-    """The records of a ``metrics.jsonl`` file (a torn last line, from a kill mid-write, is skipped)."""
+    """The records of a ``metrics.jsonl`` file; a torn line (a kill mid-write) is skipped with a warning."""
     p = Path(path)
     if not p.exists():
         return []
@@ -128,68 +128,32 @@ def read_metrics(path: str | Path) -> list[Record]:
     return records
 
 
-class MetricsLog:
-    """Appends one record per iteration to ``metrics.jsonl`` and mirrors numbers to TensorBoard / wandb.
+class WandbMirror:
+    """Sends each iteration's numbers to Weights & Biases (optional: ``pip install wandb``)."""
 
-    `first_iteration` is where this process starts writing: TensorBoard events from a previous, killed
-    process at or after that iteration are purged, so a resumed run shows one clean curve.
-    """
+    def __init__(self, project: str, run_dir: str | Path, config: dict[str, Any] | None = None) -> None:
+        try:
+            import wandb
+        except ImportError as exc:
+            raise ImportError(
+                "loop.wandb_project is set but wandb is not installed: pip install wandb, or unset it"
+            ) from exc
+        run_dir = Path(run_dir)
+        self._run = wandb.init(
+            project=project,
+            name=run_dir.name,
+            dir=str(run_dir),
+            config=config,
+            resume="allow",
+            id=run_dir.name.replace(":", "-"),
+        )
 
-    def __init__(
-        self,
-        run_dir: str | Path,
-        *,
-        first_iteration: int = 0,
-        tensorboard: bool = True,
-        wandb_project: str | None = None,
-        wandb_config: dict[str, Any] | None = None,
-    ) -> None:
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.run_dir / METRICS_FILE
-        self._tb: Any = None
-        self._wandb: Any = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=first_iteration)
-        if wandb_project:
-            try:
-                import wandb
-            except ImportError as exc:
-                raise ImportError(
-                    "loop.wandb_project is set but wandb is not installed: pip install wandb, or unset it"
-                ) from exc
-            self._wandb = wandb.init(
-                project=wandb_project,
-                name=self.run_dir.name,
-                dir=str(self.run_dir),
-                config=wandb_config,
-                resume="allow",
-                id=self.run_dir.name.replace(":", "-"),
-            )
-
-    def log(self, record: Record) -> None:
-        """Append `record` (must hold ``iteration``) and flush it; numbers also go to TensorBoard/wandb."""
-        step = int(record["iteration"])
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=False) + "\n")
-            f.flush()
+    def log(self, iteration: int, record: Record) -> None:
         numbers = {k: float(v) for k, v in record.items() if _is_number(v) and k != "iteration"}
-        if self._tb is not None:
-            for key, value in numbers.items():
-                self._tb.add_scalar(key, value, step)
-            self._tb.flush()
-        if self._wandb is not None:
-            self._wandb.log(numbers, step=step)
+        self._run.log(numbers, step=iteration)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
-        if self._wandb is not None:
-            self._wandb.finish()
-            self._wandb = None
+        self._run.finish()
 
 
 def _is_number(value: Any) -> bool:
