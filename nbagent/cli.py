@@ -42,6 +42,10 @@ EXIT_INTERRUPTED = 130
 
 LOCAL_FORMAT = "markdown"
 LOCAL_PREFILL = "```python\n"
+ENDPOINT_EPISODE_TIMEOUT = 240.0
+"""L0's wall-clock limit per episode."""
+LOCAL_EPISODE_TIMEOUT = 900.0
+"""An in-process model on a CPU is slow: allow it more time."""
 REPLY_RESERVE_TOKENS = 1024
 """Tokens kept free for the reply when the context budget comes from the model's length and no
 --max-tokens is given."""
@@ -115,7 +119,14 @@ MaxTokensOption = Annotated[
     typer.Option("--max-tokens", min=1, help=f"Tokens per reply (local default {LOCAL_MAX_TOKENS})."),
 ]
 CellTimeoutOption = Annotated[float, typer.Option("--cell-timeout", help="Seconds per cell.")]
-EpisodeTimeoutOption = Annotated[float, typer.Option("--episode-timeout", help="Seconds per episode.")]
+EpisodeTimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--episode-timeout",
+        help=f"Seconds per episode (default {ENDPOINT_EPISODE_TIMEOUT:g}; local: {LOCAL_EPISODE_TIMEOUT:g}).",
+        show_default=False,
+    ),
+]
 FormatOption = Annotated[
     FormatChoice | None,
     typer.Option(
@@ -259,7 +270,7 @@ def agent_settings(
     temperature: float | None,
     max_tokens: int | None,
     cell_timeout: float,
-    episode_timeout: float,
+    episode_timeout: float | None,
     action_format: FormatChoice | None,
     prefill: str | None,
     tools: list[str] | None,
@@ -276,6 +287,8 @@ def agent_settings(
         action_format = FormatChoice(LOCAL_FORMAT) if choice.local else FormatChoice.xml
     if prefill is None:
         prefill = LOCAL_PREFILL if choice.local and action_format is FormatChoice.markdown else ""
+    if episode_timeout is None:
+        episode_timeout = LOCAL_EPISODE_TIMEOUT if choice.local else ENDPOINT_EPISODE_TIMEOUT
     if choice.local:
         max_tokens = LOCAL_MAX_TOKENS if max_tokens is None else max_tokens
         temperature = LOCAL_TEMPERATURE if temperature is None else temperature
@@ -396,7 +409,7 @@ def run(
     temperature: TemperatureOption = None,
     max_tokens: MaxTokensOption = None,
     cell_timeout: CellTimeoutOption = 60.0,
-    episode_timeout: EpisodeTimeoutOption = 240.0,
+    episode_timeout: EpisodeTimeoutOption = None,
     action_format: FormatOption = None,
     prefill: PrefillOption = None,
     tool: ToolOption = None,
@@ -483,7 +496,7 @@ def run(
         printer.summary(traj)
         for label, path in (("notebook", outcome.notebook), ("trajectory", outcome.trajectory)):
             if path is not None:
-                console.print(Text(f"{label}: {path}", style="dim"))
+                console.print(Text(f"{label}: {path}", style="dim"), soft_wrap=True)
     if json_output:
         payload = {
             "answer": traj.final_answer,
@@ -651,6 +664,7 @@ def load_command_modules() -> typer.Typer:
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bars between steps
     load_command_modules()
     app(prog_name="nbagent")
 
