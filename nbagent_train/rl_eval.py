@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from nbagent.evaluation import DatasetMetrics
     from nbagent_train.backends import ExportResult
+    from nbagent_train.loop import PolicyEndpoint
 
 
 @dataclass
@@ -86,8 +87,13 @@ def _policy_name(path: Path) -> str:
     return f"{parent}/{path.name}" if parent else path.name
 
 
-async def evaluate_policies(config: RLConfig, plan: EvalPlan, console: Console) -> EvalComparison:
-    """Serve and evaluate each policy of `plan` in turn (see the module docstring)."""
+async def evaluate_policies(
+    config: RLConfig, plan: EvalPlan, console: Console, endpoint: PolicyEndpoint | None = None
+) -> EvalComparison:
+    """Serve and evaluate each policy of `plan` in turn (see the module docstring).
+
+    `endpoint` replaces the server the config describes (it is closed at the end either way).
+    """
     from nbagent.environments import load_environment
     from nbagent.evaluation import evaluate
     from nbagent.rollout import collect
@@ -101,7 +107,8 @@ async def evaluate_policies(config: RLConfig, plan: EvalPlan, console: Console) 
     exports = [export_of(Path(p), model) for p in plan.adapters]
     lora = any(e.kind == "lora" for e in exports) or not exports
     plan.out.mkdir(parents=True, exist_ok=True)
-    endpoint = await open_endpoint(config, model, plan.out / "vllm.log", lora=lora)
+    if endpoint is None:
+        endpoint = await open_endpoint(config, model, plan.out / "vllm.log", lora=lora)
     comparison = EvalComparison(plan.split, config.env.success_key)
     policies: list[tuple[str, str, ExportResult | None]] = []
     if plan.include_base:
@@ -161,9 +168,11 @@ def render_comparison(comparison: EvalComparison, console: Console) -> None:
     console.print(table)
 
 
-def run_eval(config: RLConfig, plan: EvalPlan, *, console: Console) -> EvalComparison:
+def run_eval(
+    config: RLConfig, plan: EvalPlan, *, console: Console, endpoint: PolicyEndpoint | None = None
+) -> EvalComparison:
     """Evaluate, print the table and write ``report.json`` (blocking)."""
-    comparison = anyio.run(evaluate_policies, config, plan, console)
+    comparison = anyio.run(evaluate_policies, config, plan, console, endpoint)
     render_comparison(comparison, console)
     report = plan.out / "report.json"
     report.write_text(json.dumps(comparison.to_dict(), indent=2))

@@ -107,14 +107,23 @@ class FakeEndpoint:
         pass
 
 
+def expression_of(body: dict[str, Any]) -> str:
+    """The Python expression of the arithmetic question in a chat request ("0" for the kinds it cannot
+    write as one)."""
+    question = first_user_text(body).split("What is ", 1)[-1].split("?")[0]
+    expression = question.replace(" to the power of ", "**").replace(" divided by ", "/")
+    return "0" if "sum" in expression else expression
+
+
+def submission(answer: str) -> str:
+    return f"```python\nsubmit_final_answer({answer})\n```\n"
+
+
 def arithmetic_responder(seed: int = 0) -> Any:
     """Submits the right answer of an arithmetic question about half of the time (rewards vary in a group)."""
     rng = random.Random(seed)
 
     def respond(body: dict[str, Any]) -> str:
-        question = first_user_text(body).split("?")[0].removeprefix("What is ")
-        expression = question.replace(" to the power of ", "**").replace(" divided by ", "/")
-        answer = expression if rng.random() < 0.5 and "sum" not in expression else "0"
-        return f"```python\nsubmit_final_answer({answer})\n```\n"
+        return submission(expression_of(body) if rng.random() < 0.5 else "0")
 
     return respond
