@@ -50,6 +50,8 @@ REPLY_RESERVE_TOKENS = 1024
 """Tokens kept free for the reply when the context budget comes from the model's length and no
 --max-tokens is given."""
 LOCAL_MAX_TOKENS = 200
+LOCAL_OBSERVATION_CHARS = 1500
+"""A tiny CPU model gains nothing from long tracebacks, and every prompt token costs it time."""
 LOCAL_TEMPERATURE = 0.3
 LOCAL_REMINDER = "Does this answer the task? Then submit it now with submit_final_answer(answer)."
 """Defaults for the embedded SmolLM2-135M. Prefilled with ```` ```python\\n ````, a fenced block is the
@@ -305,6 +307,7 @@ def agent_settings(
         "sampling": SamplingSettings(temperature=temperature, max_tokens=max_tokens),
         "kernel_config": KernelConfig(sandbox=sandbox) if sandbox else None,
         "reminder": LOCAL_REMINDER if choice.local else None,
+        "observation_chars": LOCAL_OBSERVATION_CHARS if choice.local else 4000,
         "context_budget_tokens": budget,
     }
 
@@ -346,7 +349,7 @@ class StepPrinter:
             return
         from nbagent.kernel import render_cell
 
-        shown = render_cell(cell) or "(no output)"
+        shown = render_cell(cell, budget_chars=4000 if self.verbose else 1200) or "(no output)"
         style = "green" if cell.ok else "red"
         self.console.print(Panel(Text(shown), title=f"output ({cell.status.value})", border_style=style))
         if self.verbose:

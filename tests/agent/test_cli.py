@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import nbformat
 import pytest
 from typer.testing import CliRunner
 
-from nbagent.cli import EXIT_ANSWERED, EXIT_ERROR, EXIT_NO_ANSWER, app
+from nbagent.cli import EXIT_ANSWERED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NO_ANSWER, app
 from nbagent.trajectory import Termination, read_trajectories
 from tests.fixtures.fake_openai import FakeOpenAIServer, script_responder
 
@@ -200,3 +202,36 @@ def test_context_budget_follows_the_model_length() -> None:
     assert local["action_format"] == "markdown"
     assert local["prefill"] == "```python\n"
     assert local["reminder"] is not None
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_partial_trajectory(tmp_path: Path) -> None:
+    marker = tmp_path / "cell-started"
+    steps = [
+        "<think>a</think><code>print('first')</code>",
+        f"<think>b</think><code>open({str(marker)!r}, 'w').close()\nimport time\ntime.sleep(120)</code>",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ENDPOINT_ENV}
+    traj_path, nb_path = tmp_path / "t.jsonl", tmp_path / "run.ipynb"
+    with FakeOpenAIServer(script_responder(steps)) as srv:
+        cmd = [sys.executable, "-m", "nbagent.cli", "run", "q", "--base-url", srv.base_url]
+        proc = subprocess.Popen(
+            [*cmd, "--trajectory", str(traj_path), "--notebook", str(nb_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(1200):
+            if marker.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert marker.exists(), proc.communicate()[0]
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_INTERRUPTED, out
+    (traj,) = read_trajectories(traj_path)
+    assert traj.termination is Termination.CANCELLED
+    assert len(traj.steps) == 1
+    assert traj.steps[0].observation == "<output>\nfirst\n</output>"
+    nbformat.validate(nbformat.read(str(nb_path), as_version=4))
