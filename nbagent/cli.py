@@ -142,7 +142,7 @@ PrefillOption = Annotated[
     str | None,
     typer.Option(
         "--prefill",
-        help="Text the model's reply starts with (escapes like \\n are read). "
+        help="Text the model's reply starts with (\\n and \\t are read as newline and tab). "
         "Default: none with an endpoint, '```python\\n' with the local model; '' for none.",
         show_default=False,
     ),
@@ -297,19 +297,21 @@ def agent_settings(
     budget = None
     if choice.context_tokens is not None:  # leave room for the reply
         budget = max(256, choice.context_tokens - (max_tokens or REPLY_RESERVE_TOKENS))
-    return {
+    settings: dict[str, Any] = {
         "tools": [load_tool(spec) for spec in tools or []],
         "max_steps": max_steps,
         "episode_timeout_s": episode_timeout,
         "cell_timeout_s": cell_timeout,
         "action_format": action_format.value,
-        "prefill": prefill.encode().decode("unicode_escape") or None,
+        "prefill": prefill.replace("\\n", "\n").replace("\\t", "\t") or None,
         "sampling": SamplingSettings(temperature=temperature, max_tokens=max_tokens),
         "kernel_config": KernelConfig(sandbox=sandbox) if sandbox else None,
         "reminder": LOCAL_REMINDER if choice.local else None,
-        "observation_chars": LOCAL_OBSERVATION_CHARS if choice.local else 4000,
         "context_budget_tokens": budget,
     }
+    if choice.local:
+        settings["observation_chars"] = LOCAL_OBSERVATION_CHARS
+    return settings
 
 
 # --------------------------------------------------------------------------------------------------
