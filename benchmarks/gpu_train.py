@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ["trl", "peft", "accelerate", "datasets", "nbagent_train.backends.trl"]
+MODULES = ["peft", "accelerate", "datasets", "trl.trainer.grpo_trainer", "nbagent_train.backends.trl"]
 """What both runs import; a module missing on the way is installed from --wheels."""
 PIP_NAMES = {"yaml": "pyyaml", "google": "protobuf"}
 WORD_VOCAB = 4096
