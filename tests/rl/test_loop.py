@@ -158,3 +158,27 @@ def test_resume_needs_a_run_folder(tmp_path: Path, server: Any) -> None:
     cfg = config(tmp_path / "nothing")
     with pytest.raises(CheckpointError, match="not a run folder"):
         run(cfg, server, RecordingBackend(cfg), resume=True)
+
+
+def test_other_processes_train_on_the_batches_the_main_one_collected(
+    tmp_path: Path, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config(tmp_path / "run", iterations=2)
+    main = RecordingBackend(cfg)
+    run(cfg, server, main)
+    requests = len(server.requests)
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+
+    monkeypatch.setenv("RANK", "1")  # as accelerate sets it for a second process
+    other = RecordingBackend(cfg, main=False)
+    loop = RLRun(cfg, console=Console(file=io.StringIO()), backend=other)  # no endpoint: never serves
+    anyio.run(loop.run)
+    assert len(server.requests) == requests
+    assert [[s.episode_id for s in batch] for batch in other.steps] == [
+        [s.episode_id for s in batch] for batch in main.steps
+    ]
+    assert [[s.advantages for s in batch] for batch in other.steps] == [
+        [s.advantages for s in batch] for batch in main.steps
+    ]
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics  # only the main process logs
+    assert loop.version == 2
