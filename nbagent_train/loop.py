@@ -529,6 +529,10 @@ class RLRun:
     async def run(self) -> RLResult:
         """Run the remaining iterations; the server is stopped and the backend closed however it ends."""
         cfg = self.config
+        if not cfg.model:
+            raise TrainConfigError(
+                "model: no policy given; pass --config RECIPE.yaml or --model PATH_OR_NAME"
+            )
         if _launched_as_main():
             self._prepare_folder()
         env = self._make_environment()
