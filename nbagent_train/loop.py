@@ -679,6 +679,13 @@ class RLRun:
         record |= episode_metrics(
             fresh, success_key=cfg.env.success_key, success_threshold=cfg.env.success_threshold
         )
+        unscored = [t for t in fresh if t.reward is None]
+        if unscored and self.main:
+            reason = unscored[0].metadata.get("score_error", "no reward recorded")
+            self.console.print(
+                f"[yellow]iteration {batch.iteration}: {len(unscored)} episode(s) could not be scored "
+                f"(first: {reason}); samples.missing_reward={cfg.samples.missing_reward}[/]"
+            )
         sample_set = build_samples(fresh, cfg.samples, getattr(backend, "tokenizer", None))
         rng = random.Random(f"{cfg.run.seed}:{batch.iteration}")
         adv = compute_advantages(sample_set.samples, sample_set.episodes, cfg.advantage, rng)

@@ -119,6 +119,19 @@ class RLConfig(TrainConfig):
     server: ServerSection = Field(default_factory=ServerSection)
     loop: LoopSection = Field(default_factory=LoopSection)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unscored_by_default(cls, data: Any) -> Any:
+        """An episode the environment failed to score is left out of training (and counted as
+        ``unscored``) rather than stopping a long run; set ``samples.missing_reward`` to change that."""
+        if isinstance(data, dict):
+            samples = data.get("samples")
+            if samples is None:
+                data = {**data, "samples": {"missing_reward": "drop"}}
+            elif isinstance(samples, dict) and "missing_reward" not in samples:
+                data = {**data, "samples": {**samples, "missing_reward": "drop"}}
+        return data
+
     @model_validator(mode="after")
     def _check_loop(self) -> RLConfig:
         if self.loop.staleness > 0 and not self.loss.is_correction:

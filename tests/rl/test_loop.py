@@ -13,7 +13,8 @@ import anyio
 import pytest
 from rich.console import Console
 
-from nbagent.trajectory import read_trajectories
+from nbagent.trajectory import Reward, Trajectory, read_trajectories
+from nbagent_environments.math import MathEnvironment
 from nbagent_train.config import build_config
 from nbagent_train.errors import CheckpointError
 from nbagent_train.loop import RLRun, RunFolder
@@ -182,3 +183,28 @@ def test_other_processes_train_on_the_batches_the_main_one_collected(
     ]
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics  # only the main process logs
     assert loop.version == 2
+
+
+class FlakyScoring(MathEnvironment):
+    """The math environment, except that scoring fails for the first sample of every task."""
+
+    async def score(self, trajectory: Trajectory) -> Reward:
+        if trajectory.sample_index == 0:
+            raise OverflowError("integer division result too large for a float")
+        return await super().score(trajectory)
+
+
+def test_an_episode_that_cannot_be_scored_is_counted_and_left_out(tmp_path: Path, server: Any) -> None:
+    cfg = config(tmp_path / "run", iterations=1)
+    assert cfg.samples.missing_reward == "drop"
+    backend = RecordingBackend(cfg)
+    output = io.StringIO()
+    loop = RLRun(cfg, console=Console(file=output, width=200), endpoint=FakeEndpoint(server), backend=backend,
+                 environment=FlakyScoring())  # fmt: skip
+    anyio.run(loop.run)
+    (record,) = read_metrics(loop.folder.root / "metrics.jsonl")
+    assert record["episodes"] == 4
+    assert record["unscored"] == 2
+    assert record["samples"] == 2
+    assert len(backend.steps[0]) == 2
+    assert "2 episode(s) could not be scored (first: OverflowError" in output.getvalue()
