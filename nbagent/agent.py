@@ -36,7 +36,7 @@ from nbagent.context import (
     summary_request,
     token_counter,
 )
-from nbagent.errors import ConfigError, NBAgentError, ToolDefinitionError
+from nbagent.errors import ConfigError, NBAgentError, ToolDefinitionError, ToolError
 from nbagent.models.base import Model
 from nbagent.notepad import SYNC_TOOL_NAME, Notepad, kernel_setup_code, render_notepad
 from nbagent.prompts import (
@@ -80,6 +80,19 @@ StepCallback = Callable[[Step], Awaitable[None] | None]
 SUBMIT_TOOL_NAME = "submit_final_answer"
 RESERVED_NAMES = frozenset({SUBMIT_TOOL_NAME, SYNC_TOOL_NAME, "notepad"})
 _VERSIONED_PACKAGES = ("nbagent", "pydantic", "jupyter_client", "ipykernel", "openai", "anyio")
+
+
+_EPISODE_TOOLS: dict[tuple[str, Any], Tool] = {}
+
+
+def _episode_tool(function: Callable[..., Any], key: Any) -> Tool:
+    """`Tool(function)` for a closure made per episode: its signature (which `key` determines) is
+    inspected once, later closures reuse that definition (`Tool.bound_to`)."""
+    name = function.__name__
+    template = _EPISODE_TOOLS.get((name, key))
+    if template is None:
+        template = _EPISODE_TOOLS[(name, key)] = Tool(function, run_in_thread=False)
+    return template.bound_to(function)
 
 
 class AgentRunError(NBAgentError):
@@ -272,7 +285,7 @@ class Agent(Generic[DepsT, OutputT]):
 
         submit_final_answer.__annotations__ = {"answer": answer_type, "return": str}
         submit_final_answer.__doc__ = "Submit the final answer to the task. This ends the task."
-        return Tool(submit_final_answer, run_in_thread=False)
+        return _episode_tool(submit_final_answer, answer_type)
 
     def render_system_prompt(self) -> str:
         """The system prompt of an episode, with the tools (and `submit_final_answer`) as Python stubs."""
@@ -384,7 +397,7 @@ class _Episode(Generic[DepsT, OutputT]):
             self.notepad_state = state
 
         nbagent_notepad_sync.__doc__ = "Internal: the kernel's notepad reports its new contents."
-        return Tool(nbagent_notepad_sync, name=SYNC_TOOL_NAME, run_in_thread=False)
+        return _episode_tool(nbagent_notepad_sync, None)
 
     def _bridge(self) -> ToolBridge:
         from nbagent.tools.bridge import ToolBridge
@@ -401,13 +414,11 @@ class _Episode(Generic[DepsT, OutputT]):
         revived = await kernel.ensure_running()
         if self.kernel_generation == kernel.generation:
             return revived
-        await bridge.install(kernel)
         code = kernel_setup_code(self.notepad_state, reserved=[*bridge.toolset.names, "notepad"])
-        cell = await kernel.execute(code, timeout=60.0, store_history=False)
-        if cell.status is not CellStatus.OK:
-            from nbagent.kernel import render_cell
-
-            raise AgentRunError(f"Setting up the notepad in the kernel failed:\n{render_cell(cell)}")
+        try:
+            await bridge.install(kernel, then=code)
+        except ToolError as exc:
+            raise AgentRunError(f"Setting up the tools and the notepad in the kernel failed: {exc}") from exc
         self.kernel_generation = kernel.generation
         return revived
 

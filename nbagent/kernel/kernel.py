@@ -258,8 +258,7 @@ class Kernel:
             if self._owns_workspace:
                 _empty_directory(self.workspace)
             if await self._revive() is None:
-                await self._run_internal(_RESET_CODE.format(workspace=str(self.workspace)), "reset")
-                await self._run_setup()
+                await self._run_setup(before=_RESET_CODE.format(workspace=str(self.workspace)))
 
     async def shutdown(self) -> None:
         """Stop the kernel and remove its temporary files. Safe to call twice, or while a cell runs
@@ -342,8 +341,9 @@ class Kernel:
             ) from exc
         self._abandoned = False
 
-    async def _run_setup(self) -> None:
-        await self._run_internal(_boot_code(), "nbagent's kernel setup")
+    async def _run_setup(self, before: str = "") -> None:
+        """nbagent's own set-up, after `before` in the same cell (one round trip), then the startup code."""
+        await self._run_internal(before + _boot_code(), "nbagent's kernel setup")
         for index, code in enumerate(self.config.startup_code):
             await self._run_internal(code, f"startup_code[{index}]")
         self.generation += 1

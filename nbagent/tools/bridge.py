@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from nbagent.errors import ToolArgumentError, ToolError
-from nbagent.kernel import InputHandler, Kernel, kernel_module_code
+from nbagent.kernel import InputHandler, Kernel, kernel_module_code, render_cell
 from nbagent.kernel.inkernel import HOST_CALL_PREFIX
 from nbagent.tools.context import RunContext
 from nbagent.tools.render import format_annotation, format_default
@@ -152,15 +152,16 @@ class ToolBridge:
 
         return handle
 
-    async def install(self, kernel: Kernel) -> None:
-        """Define the stubs in `kernel` unless they are there already. Raises `ToolError` on failure."""
-        if self._installed.get(kernel) == kernel.generation:
+    async def install(self, kernel: Kernel, *, then: str = "") -> None:
+        """Define the stubs in `kernel` unless they are there already, and run the code `then` after them
+        in the same cell (one round trip instead of two). Raises `ToolError` on failure."""
+        fresh = self._installed.get(kernel) != kernel.generation
+        code = (self.setup_code() if fresh else "") + then
+        if not code:
             return
-        result = await kernel.execute(self.setup_code(), timeout=60, store_history=False)
+        result = await kernel.execute(code, timeout=60, store_history=False)
         if not result.ok:
-            raise ToolError(
-                f"installing the tool stubs in the kernel failed: {result.outputs or result.note}"
-            )
+            raise ToolError(f"installing the tool stubs in the kernel failed:\n{render_cell(result)}")
         self._installed[kernel] = kernel.generation
 
     async def run_cell(self, kernel: Kernel, code: str, timeout: float | None = 60.0) -> CellResult:  # noqa: ASYNC109

@@ -7,6 +7,7 @@ signature the kernel-side stub copies.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import keyword
@@ -322,6 +323,14 @@ class Tool:
             raise ToolResultError(
                 f"tool {self.name!r} returned a value that cannot be sent as JSON: {exc}"
             ) from None
+
+    def bound_to(self, function: ToolFunction) -> Tool:
+        """This tool calling `function` instead, which must have the same signature, name and docstring.
+
+        Nothing is inspected again, so it is cheap: for callbacks made per episode (closures)."""
+        clone = copy.copy(self)
+        clone.function = function
+        return clone
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the underlying function directly (no validation, no conversion)."""

@@ -21,6 +21,8 @@ class Reply:
     body: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    raw: str | None = None
+    """Sent as the body instead of `body`'s JSON (e.g. an HTML page from a proxy)."""
 
 
 def chat_reply(
@@ -87,7 +89,7 @@ class ReplayServer:
             await asyncio.sleep(reply.delay_s)
         return web.Response(
             status=reply.status,
-            text=json.dumps(reply.body),
+            text=json.dumps(reply.body) if reply.raw is None else reply.raw,
             headers=reply.headers,
             content_type="application/json",
         )

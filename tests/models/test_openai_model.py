@@ -10,7 +10,7 @@ from nbagent.errors import ConfigError
 from nbagent.models import ModelError, OpenAIModel, ensure_smollm2
 from nbagent.models.retry import RetryPolicy
 from nbagent.trajectory import SamplingSettings, Usage
-from tests.models.replay_server import ReplayServer, chat_reply, error_reply
+from tests.models.replay_server import Reply, ReplayServer, chat_reply, error_reply
 
 USER = [{"role": "user", "content": "What is 2+2?"}]
 FAST = {"backoff_s": 0.01, "max_backoff_s": 0.02}
@@ -98,6 +98,16 @@ async def test_connection_refused_is_retried_then_explained() -> None:
         ModelError, match=rf"m at http://127.0.0.1:{port}/v1: no answer after 2 tries .*running"
     ):
         await model.complete(USER, SamplingSettings())
+
+
+@pytest.mark.parametrize("raw", ["<html>Bad gateway</html>", "[1, 2]"])
+async def test_an_answer_that_is_not_a_json_object_is_named_with_its_start(raw: str) -> None:
+    with ReplayServer([Reply(raw=raw)]) as server, pytest.raises(ModelError) as info:
+        await _model(server).complete(USER, SamplingSettings())
+    message = str(info.value)
+    assert "not a JSON object" in message
+    assert raw[:10] in message
+    assert server.base_url in message
 
 
 async def test_timeouts_are_retried() -> None:

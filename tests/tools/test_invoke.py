@@ -295,3 +295,24 @@ async def test_cancelling_a_call_does_not_wait_for_a_stuck_sync_function() -> No
     assert scope.cancelled_caught
     assert not release.is_set()
     release.set()
+
+
+async def test_bound_to_calls_the_new_function_with_the_same_validation() -> None:
+    seen: list[tuple[str, int]] = []
+
+    def make(tag: str) -> Any:
+        def record(item: str, quantity: int) -> str:
+            """Record an order."""
+            seen.append((tag, quantity))
+            return tag
+
+        return record
+
+    first = Tool(make("a"))
+    second = first.bound_to(make("b"))
+    assert second.parameters_schema == first.parameters_schema
+    assert await second.invoke([], {"item": "x", "quantity": "3"}) == "b"
+    assert await first.invoke(["x", 1], {}) == "a"
+    with pytest.raises(ToolArgumentError):
+        await second.invoke([], {"item": "x", "quantity": "many"})
+    assert seen == [("b", 3), ("a", 1)]
