@@ -10,7 +10,7 @@ from nbagent.errors import ConfigError
 from nbagent.models import ModelError, OpenAIModel, ensure_smollm2
 from nbagent.models.retry import RetryPolicy
 from nbagent.trajectory import SamplingSettings, Usage
-from tests.models.replay_server import Reply, ReplayServer, chat_reply, error_reply
+from tests.models.replay_server import ReplayServer, Reply, chat_reply, error_reply
 
 USER = [{"role": "user", "content": "What is 2+2?"}]
 FAST = {"backoff_s": 0.01, "max_backoff_s": 0.02}
