@@ -27,6 +27,7 @@ import anyio
 from pydantic import BeforeValidator
 from typing_extensions import TypeVar
 
+from nbagent import notepad
 from nbagent.actions import ActionFormat, ActionParser, get_parser
 from nbagent.context import (
     ContextBudgetExceeded,
@@ -36,7 +37,7 @@ from nbagent.context import (
     summary_request,
     token_counter,
 )
-from nbagent.errors import ConfigError, NBAgentError, ToolDefinitionError, ToolError
+from nbagent.errors import ConfigError, KernelError, NBAgentError, ToolDefinitionError, ToolError
 from nbagent.models.base import Model
 from nbagent.notepad import SYNC_TOOL_NAME, Notepad, kernel_setup_code, render_notepad
 from nbagent.prompts import (
@@ -416,8 +417,9 @@ class _Episode(Generic[DepsT, OutputT]):
             return revived
         code = kernel_setup_code(self.notepad_state, reserved=[*bridge.toolset.names, "notepad"])
         try:
+            await kernel.ensure_module(notepad.KERNEL_MODULE, notepad.kernel_source())
             await bridge.install(kernel, then=code)
-        except ToolError as exc:
+        except (ToolError, KernelError) as exc:
             raise AgentRunError(f"Setting up the tools and the notepad in the kernel failed: {exc}") from exc
         self.kernel_generation = kernel.generation
         return revived

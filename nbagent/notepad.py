@@ -141,9 +141,14 @@ class ReservedNamesGuard(ast.NodeTransformer):
         return node
 
 
+KERNEL_MODULE = "_nbagent_notepad"
+"""The kernel-side module that holds the notepad classes (loaded once per kernel process)."""
+
+
 @functools.cache
-def _kernel_source() -> str:
-    """The source of the classes the kernel runs (read once: `inspect.getsource` is slow)."""
+def kernel_source() -> str:
+    """The source of `KERNEL_MODULE`: the classes the kernel runs (read once: `inspect.getsource` is
+    slow). Load it with ``kernel.ensure_module(KERNEL_MODULE, kernel_source())``."""
     return (
         "from __future__ import annotations\n"
         "import ast\n"
@@ -157,13 +162,13 @@ def kernel_setup_code(state: dict[str, Any] | None, reserved: list[str]) -> str:
     """Python for the kernel that defines `notepad` (restored from `state`, synced through the bridge)
     and installs the guard of the `reserved` names (replacing a guard installed before).
 
-    The classes are compiled in a private namespace so the user's namespace only gains `notepad`; it
-    expects the bridge stub `nbagent_notepad_sync` to be defined already.
+    The classes come from the module `KERNEL_MODULE`, which must be loaded already (see
+    `kernel_source`), so the user's namespace only gains `notepad`; the bridge stub
+    `nbagent_notepad_sync` must be defined already too.
     """
     return (
         "def _nbagent_setup():\n"
-        "    ns = {}\n"
-        f"    exec(compile({_kernel_source()!r}, '<nbagent agent setup>', 'exec', dont_inherit=True), ns)\n"
+        f"    ns = __import__({KERNEL_MODULE!r}).__dict__\n"
         "    shell = get_ipython()\n"
         f"    shell.user_ns['notepad'] = ns['Notepad']({state or {}!r}, on_change={SYNC_TOOL_NAME})\n"
         "    kept = [t for t in shell.ast_transformers if type(t).__name__ != 'ReservedNamesGuard']\n"

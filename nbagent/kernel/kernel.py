@@ -8,6 +8,7 @@ CPU-time limit) is noticed within a tenth of a second, reported as ``crashed`` a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -52,9 +53,12 @@ _IDLE_GRACE_S = 3.0
 """After the reply, how long a silent output channel is waited on for the (possibly dropped) idle."""
 
 
-def _boot_code() -> str:
-    source = resources.files("nbagent.kernel").joinpath("inkernel.py").read_text(encoding="utf-8")
-    return kernel_module_code("_nbagent_kernel", source) + "__import__('_nbagent_kernel').install()\n"
+_BOOT_MODULE = "_nbagent_kernel"
+
+
+@functools.cache
+def _boot_source() -> str:
+    return resources.files("nbagent.kernel").joinpath("inkernel.py").read_text(encoding="utf-8")
 
 
 def kernel_module_code(name: str, source: str) -> str:
@@ -200,6 +204,8 @@ class Kernel:
         weakref.finalize(self, self._guard.kill)
         self._abandoned = False
         self._closed = False
+        self._modules: set[str] = set()
+        """Modules made by `kernel_module_code` in the current process."""
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -300,6 +306,7 @@ class Kernel:
 
     async def _launch_process(self) -> None:
         assert self._state_dir is not None
+        self._modules.clear()
         assert self._workspace is not None
         state = self._state_dir
         plan = launch_plan(self.config, workspace=self._workspace, state_dir=state)
@@ -343,10 +350,24 @@ class Kernel:
 
     async def _run_setup(self, before: str = "") -> None:
         """nbagent's own set-up, after `before` in the same cell (one round trip), then the startup code."""
-        await self._run_internal(before + _boot_code(), "nbagent's kernel setup")
+        boot = "" if _BOOT_MODULE in self._modules else kernel_module_code(_BOOT_MODULE, _boot_source())
+        await self._run_internal(
+            f"{before}{boot}__import__({_BOOT_MODULE!r}).install()\n", "nbagent's kernel setup"
+        )
+        self._modules.add(_BOOT_MODULE)
         for index, code in enumerate(self.config.startup_code):
             await self._run_internal(code, f"startup_code[{index}]")
         self.generation += 1
+
+    async def ensure_module(self, name: str, source: str) -> None:
+        """Make ``import name`` give the module built from `source` in the kernel (see
+        `kernel_module_code`). The source is sent once per kernel process: resets keep the module, a
+        restart sends it again. Raises `KernelError` if it fails."""
+        async with self._lock:
+            self._require_started()
+            if name not in self._modules:
+                await self._run_internal(kernel_module_code(name, source), f"loading the module {name}")
+                self._modules.add(name)
 
     async def _run_internal(self, code: str, what: str) -> None:
         result = await self._run(code, self.config.start_timeout_s, None, store_history=False)

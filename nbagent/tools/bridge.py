@@ -34,6 +34,8 @@ log = logging.getLogger("nbagent.tools")
 _EOF = "\x04"
 """ipykernel raises EOFError in the kernel for this input_reply: the answer to prompts that are not ours."""
 
+_KERNEL_MODULE = "_nbagent_tools"
+
 # Runs in the kernel as the module `_nbagent_tools` (see `kernel_module_code`).
 _KERNEL_SIDE = '''\
 import inspect
@@ -135,13 +137,13 @@ class ToolBridge:
         """Calls answered through `input_handler` (not those of `run_cell`, which go on its result)."""
         self._installed: weakref.WeakKeyDictionary[Kernel, int] = weakref.WeakKeyDictionary()
 
-    def setup_code(self) -> str:
-        """Kernel code that defines one stub per tool (and ``ToolError``) in the user namespace."""
-        specs = [_tool_spec(tool) for tool in self.toolset]
-        return (
-            kernel_module_code("_nbagent_tools", _KERNEL_SIDE)
-            + f"__import__('_nbagent_tools').install(__import__('json').loads({json.dumps(specs)!r}))\n"
-        )
+    def setup_code(self, *, with_module: bool = True) -> str:
+        """Kernel code that defines one stub per tool (and ``ToolError``) in the user namespace. Without
+        `with_module` it expects the module `_nbagent_tools` in the kernel already (`install` loads it
+        once per kernel process with `Kernel.ensure_module`)."""
+        specs = json.dumps([_tool_spec(tool) for tool in self.toolset])
+        module = kernel_module_code(_KERNEL_MODULE, _KERNEL_SIDE) if with_module else ""
+        return f"{module}__import__({_KERNEL_MODULE!r}).install(__import__('json').loads({specs!r}))\n"
 
     @property
     def input_handler(self) -> InputHandler:
@@ -156,7 +158,9 @@ class ToolBridge:
         """Define the stubs in `kernel` unless they are there already, and run the code `then` after them
         in the same cell (one round trip instead of two). Raises `ToolError` on failure."""
         fresh = self._installed.get(kernel) != kernel.generation
-        code = (self.setup_code() if fresh else "") + then
+        if fresh:
+            await kernel.ensure_module(_KERNEL_MODULE, _KERNEL_SIDE)
+        code = (self.setup_code(with_module=False) if fresh else "") + then
         if not code:
             return
         result = await kernel.execute(code, timeout=60, store_history=False)

@@ -288,3 +288,29 @@ async def test_a_cancelled_cell_leaves_a_kernel_that_restarts_on_next_use(kernel
     assert result.note is not None
     assert "abandoned" in result.note
     assert result.outputs[0] == ExecuteResult(data={"text/plain": "False"}, execution_count=1)
+
+
+async def test_ensure_module_sends_the_source_once_per_process(kernel: Kernel) -> None:
+    sent: list[str] = []
+    run_internal = kernel._run_internal
+
+    async def counting(code: str, what: str) -> None:
+        sent.append(what)
+        await run_internal(code, what)
+
+    kernel._run_internal = counting  # type: ignore[method-assign]
+    await kernel.ensure_module("_probe", "VALUE = 41 + 1\n")
+    await kernel.ensure_module("_probe", "VALUE = 41 + 1\n")
+    assert "'_probe'" not in render_cell(await kernel.execute("sorted(globals())"))
+    await kernel.reset()
+    assert render_cell(await kernel.execute("import _probe; _probe.VALUE")) == "42"
+    assert sent.count("loading the module _probe") == 1
+    await kernel.restart()
+    await kernel.ensure_module("_probe", "VALUE = 41 + 1\n")
+    assert sent.count("loading the module _probe") == 2
+    assert (await kernel.execute("import _probe; _probe.VALUE")).ok
+
+
+async def test_ensure_module_names_a_broken_source(kernel: Kernel) -> None:
+    with pytest.raises(KernelError, match="loading the module _broken failed.*ZeroDivisionError"):
+        await kernel.ensure_module("_broken", "1 / 0\n")
