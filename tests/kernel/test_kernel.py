@@ -312,5 +312,5 @@ async def test_ensure_module_sends_the_source_once_per_process(kernel: Kernel) -
 
 
 async def test_ensure_module_names_a_broken_source(kernel: Kernel) -> None:
-    with pytest.raises(KernelError, match="loading the module _broken failed.*ZeroDivisionError"):
+    with pytest.raises(KernelError, match=r"loading the module _broken failed.*ZeroDivisionError"):
         await kernel.ensure_module("_broken", "1 / 0\n")
