@@ -452,7 +452,7 @@ def pool_size(concurrency: int, episodes: int) -> int:
 async def _local_pool(env: Environment, agent: Agent[Any, Any], size: int) -> AsyncIterator[KernelPool]:
     from nbagent.kernel import KernelPool
 
-    async with KernelPool(size, kernel_config_for(env, agent)) as pool:
+    async with KernelPool(size, kernel_config_for(env, agent), reset="lazy") as pool:
         yield pool
 
 

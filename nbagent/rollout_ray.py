@@ -66,7 +66,7 @@ class EpisodeWorker:
             if self._pool is None:
                 from nbagent.kernel import KernelPool
 
-                pool = KernelPool(self.pool_size, kernel_config_for(self.env, self.agent))
+                pool = KernelPool(self.pool_size, kernel_config_for(self.env, self.agent), reset="lazy")
                 await pool.start()
                 self._pool = pool
             return self._pool

@@ -206,6 +206,7 @@ class Kernel:
         self._closed = False
         self._modules: set[str] = set()
         """Modules made by `kernel_module_code` in the current process."""
+        self._reset_pending = False
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -254,17 +255,41 @@ class Kernel:
             await self._stop_process()
             await self._launch()
 
-    async def reset(self) -> None:
+    async def reset(self, *, lazy: bool = False) -> None:
         """Give the next user a clean kernel: clear the namespace, go back to the workspace, run the
         startup code again (an own temporary workspace is emptied too). A kernel that is dead or was
         left mid-cell is restarted instead. Modules stay imported and threads keep running: restart
-        for full isolation."""
+        for full isolation.
+
+        With `lazy` (and no startup code), the clearing waits for the next cell and travels in the same
+        message when that cell is an internal one (``store_history=False``, like an agent's set-up):
+        one kernel round trip less per reuse, but the old objects stay in memory until then.
+        `generation` changes at once either way."""
         async with self._lock:
             self._require_started()
             if self._owns_workspace:
                 _empty_directory(self.workspace)
+            if lazy and not self.config.startup_code and not self._abandoned and self.alive:
+                self._reset_pending = True
+                self.generation += 1
+                return
+            self._reset_pending = False
             if await self._revive() is None:
-                await self._run_setup(before=_RESET_CODE.format(workspace=str(self.workspace)))
+                await self._run_setup(before=self._reset_code())
+
+    def _reset_code(self) -> str:
+        return _RESET_CODE.format(workspace=str(self.workspace))
+
+    async def _pending_reset(self, *, merge: bool) -> str:
+        """Run a lazy reset that is still due; with `merge`, return its code for the next cell instead."""
+        if not self._reset_pending:
+            return ""
+        self._reset_pending = False
+        code = f"{self._reset_code()}__import__({_BOOT_MODULE!r}).install()\n"
+        if merge:
+            return code
+        await self._run_internal(code, "the namespace reset")
+        return ""
 
     async def shutdown(self) -> None:
         """Stop the kernel and remove its temporary files. Safe to call twice, or while a cell runs
@@ -307,6 +332,7 @@ class Kernel:
     async def _launch_process(self) -> None:
         assert self._state_dir is not None
         self._modules.clear()
+        self._reset_pending = False
         assert self._workspace is not None
         state = self._state_dir
         plan = launch_plan(self.config, workspace=self._workspace, state_dir=state)
@@ -430,9 +456,10 @@ class Kernel:
             self._require_started()
             try:
                 revived = await self._revive()
+                prefix = await self._pending_reset(merge=not store_history)
             except KernelError as exc:
                 return CellResult(code=code, status=CellStatus.CRASHED, state_lost=True, note=str(exc))
-            result = await self._run(code, timeout, input_handler, store_history=store_history)
+            result = await self._run(code, timeout, input_handler, store_history=store_history, prefix=prefix)
             if revived:
                 result.state_lost = True
                 result.note = _join_notes(revived, result.note)
@@ -466,14 +493,21 @@ class Kernel:
         return None if process is None else process.poll()
 
     async def _run(
-        self, code: str, limit_s: float | None, handler: InputHandler | None, *, store_history: bool
+        self,
+        code: str,
+        limit_s: float | None,
+        handler: InputHandler | None,
+        *,
+        store_history: bool,
+        prefix: str = "",
     ) -> CellResult:
+        """Run `prefix` + `code` as one cell; the result shows `code`."""
         kc = self._kc
         assert kc is not None
         started = time.monotonic()
         deadline = math.inf if limit_s is None else started + limit_s
         msg_id = kc.execute(
-            code, store_history=store_history, allow_stdin=handler is not None, stop_on_error=False
+            prefix + code, store_history=store_history, allow_stdin=handler is not None, stop_on_error=False
         )
         run = _CellRun(msg_id, OutputCollector(self.config.max_output_chars), last_activity=started)
         iopub, shell, stdin = kc.iopub_channel.socket, kc.shell_channel.socket, kc.stdin_channel.socket

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import psutil
 import pytest
@@ -56,17 +57,26 @@ async def test_sixteen_episodes_on_four_kernels_survive_one_killed_from_outside(
             assert last.outputs[0].data == {"text/plain": str(index)}
 
 
-async def test_returned_kernel_is_reset_for_the_next_lease(tmp_path: Path) -> None:
-    async with KernelPool(1, KernelConfig(workspace=tmp_path)) as pool:
+@pytest.mark.parametrize(("reset", "internal"), [("namespace", False), ("lazy", False), ("lazy", True)])
+async def test_returned_kernel_is_reset_for_the_next_lease(
+    tmp_path: Path, reset: Literal["namespace", "lazy"], internal: bool
+) -> None:
+    """A lazy reset runs with the next internal cell (same message) or before the next user cell."""
+    code = "import os\nprint('secret' in globals(), os.getcwd())"
+    async with KernelPool(1, KernelConfig(workspace=tmp_path), reset=reset) as pool:
         async with pool.lease() as kernel:
             assert kernel.workspace == tmp_path / "kernel-0"
-            await kernel.execute("import os\nsecret = 42\nos.makedirs('sub')\nos.chdir('sub')")
+            first = await kernel.execute("import os\nsecret = 42\nos.makedirs('sub')\nos.chdir('sub')")
             generation = kernel.generation
         async with pool.lease() as again:
             assert again is kernel
             assert again.generation == generation + 1
-            result = await again.execute("import os\nprint('secret' in globals(), os.getcwd())")
+            result = await again.execute(code, store_history=not internal)
+            count = await again.execute("1")
     assert result.outputs == [StreamOutput(name="stdout", text=f"False {tmp_path / 'kernel-0'}\n")]
+    assert result.code == code
+    assert first.execution_count is not None
+    assert count.execution_count == first.execution_count + (1 if internal else 2)
 
 
 async def test_own_temporary_workspace_is_emptied_between_leases() -> None:
