@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -154,9 +156,21 @@ def _register_extensions() -> None:
             logging.getLogger("nbagent_train").warning("the commands of %s are unavailable: %s", name, exc)
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, a scheduler's cancel) end the process like Ctrl-C does, with exit code
+    143: ``finally`` blocks and exit handlers run, so a launched vLLM server is stopped, not orphaned."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)
+
+
 def main() -> None:
     """Console-script entry point: clear one-line errors for expected failures, exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    exit_on_sigterm()
     _register_extensions()
     try:
         app()

@@ -300,3 +300,25 @@ def test_ctrl_c_during_start_stops_the_server(tmp_path: Path) -> None:
     _, err = owner.communicate(timeout=60)
     assert "KeyboardInterrupt" in err
     assert _wait_gone(server_pid)
+
+
+def test_sigterm_to_a_cli_process_stops_its_server(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    program = _program(
+        tmp_path, f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
+    )
+    script = (
+        "from nbagent_train.cli import exit_on_sigterm\n"
+        "from nbagent_train.serving.vllm import PolicyServer\n"
+        "exit_on_sigterm()\n"
+        f"PolicyServer({str(tmp_path)!r}, device='cpu', python={program!r}).start()\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server_pid = int(pid_file.read_text())
+    owner.send_signal(signal.SIGTERM)
+    owner.communicate(timeout=60)
+    assert owner.returncode == 128 + signal.SIGTERM
+    assert _wait_gone(server_pid)
