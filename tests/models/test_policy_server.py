@@ -322,3 +322,23 @@ def test_sigterm_to_a_cli_process_stops_its_server(tmp_path: Path) -> None:
     owner.communicate(timeout=60)
     assert owner.returncode == 128 + signal.SIGTERM
     assert _wait_gone(server_pid)
+
+
+def test_a_killed_owner_leaves_no_server_behind(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    program = _program(
+        tmp_path, f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
+    )
+    script = (
+        "import time\n"
+        "from nbagent_train.serving.vllm import PolicyServer\n"
+        f"PolicyServer({str(tmp_path)!r}, device='cpu', python={program!r}).start()\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server_pid = int(pid_file.read_text())
+    owner.kill()
+    owner.communicate(timeout=60)
+    assert _wait_gone(server_pid, timeout_s=20)
