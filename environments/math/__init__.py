@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nbagent_environments.math.checking import answers_equivalent, extract_final_answer
-from nbagent_environments.math.environment import ARITHMETIC, MathEnvironment
+from .checking import answers_equivalent, extract_final_answer
+from .environment import ARITHMETIC, MathEnvironment
 
 __all__ = ["ARITHMETIC", "MathEnvironment", "answers_equivalent", "extract_final_answer", "load_environment"]
 

@@ -176,7 +176,7 @@ def _equivalent_item(pred: str, ref: str, rel_tol: float) -> bool:
         return True
     a_num, b_num = parse_number(_delatex(pred)), parse_number(_delatex(ref))
     if a_num is not None and b_num is not None:
-        return a_num == b_num or abs(a_num - b_num) <= Fraction(rel_tol) * max(1, abs(b_num))
+        return a_num == b_num or abs(a_num - b_num) <= Fraction(rel_tol) * max(Fraction(1), abs(b_num))
     a, b = to_sympy(pred), to_sympy(ref)
     if a is None or b is None:
         return False

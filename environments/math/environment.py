@@ -8,8 +8,9 @@ from typing import Any, Unpack
 
 from nbagent.environments import ANSWER_ONLY, BaseEnvironment, EnvironmentOptions
 from nbagent.trajectory import Reward, TaskSpec
-from nbagent_environments.math.checking import answers_equivalent
-from nbagent_environments.math.loaders import MathDatasetError, load_math_file
+
+from .checking import answers_equivalent
+from .loaders import MathDatasetError, load_math_file
 
 __all__ = ["ARITHMETIC", "DEFAULT_PROMPT", "MathEnvironment"]
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nbagent_environments.qa.environment import DEFAULT_PROMPT, DEMO_CORPUS, DEMO_QUESTIONS, QAEnvironment
-from nbagent_environments.qa.scoring import SimpleQAGrader
+from .environment import DEFAULT_PROMPT, DEMO_CORPUS, DEMO_QUESTIONS, QAEnvironment
+from .scoring import SimpleQAGrader
 
 __all__ = ["DEFAULT_PROMPT", "DEMO_CORPUS", "DEMO_QUESTIONS", "QAEnvironment", "load_environment"]
 

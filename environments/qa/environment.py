@@ -9,7 +9,8 @@ from typing import Any, Literal, Unpack
 from nbagent.environments import BaseEnvironment, EnvironmentOptions
 from nbagent.tools import Tool
 from nbagent.trajectory import Reward, TaskSpec
-from nbagent_environments.qa.loaders import (
+
+from .loaders import (
     ALIASES,
     DATA_DIR,
     HUB_DATASETS,
@@ -17,9 +18,9 @@ from nbagent_environments.qa.loaders import (
     load_hub_dataset,
     load_qa_file,
 )
-from nbagent_environments.qa.scoring import SimpleQAGrader, answer_text, qa_reward
-from nbagent_environments.qa.search import WebSearch
-from nbagent_environments.qa.tools import corpus_search_tool, read_webpage_tool, web_search_tool
+from .scoring import SimpleQAGrader, answer_text, qa_reward
+from .search import WebSearch
+from .tools import corpus_search_tool, read_webpage_tool, web_search_tool
 
 __all__ = ["DEFAULT_PROMPT", "DEMO_CORPUS", "DEMO_QUESTIONS", "QAEnvironment"]
 

@@ -11,9 +11,10 @@ from typing import TypedDict
 
 from nbagent.errors import ToolError
 from nbagent.tools import Tool, tool
-from nbagent_environments.qa.corpus import CorpusIndex
-from nbagent_environments.qa.search import WebSearch
-from nbagent_environments.qa.webpage import WebpageReader
+
+from .corpus import CorpusIndex
+from .search import WebSearch
+from .webpage import WebpageReader
 
 __all__ = ["Passage", "corpus_search_tool", "read_webpage_tool", "web_search_tool"]
 
