@@ -90,8 +90,29 @@ def _rlimits(config: KernelConfig) -> dict[str, int]:
     return limits
 
 
+_SANDBOX_TMPFS = (Path("/tmp"), Path("/dev/shm"))
+
+
+def _python_under_tmpfs() -> list[Path]:
+    """The host Python's folders (a virtualenv in /tmp, say) that the sandbox's empty /tmp would hide."""
+    found: list[Path] = []
+    candidates = (
+        sys.prefix,
+        sys.exec_prefix,
+        sys.base_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+    )
+    for path in sorted({Path(p).resolve() for p in candidates}):
+        hidden = any(tmp in path.parents for tmp in _SANDBOX_TMPFS)
+        if hidden and not any(parent in path.parents for parent in found):
+            found.append(path)
+    return found
+
+
 def _bwrap_args(config: KernelConfig, workspace: Path, state_dir: Path) -> list[str]:
     args = [bwrap_executable(), *_BWRAP_FIXED]
+    for path in _python_under_tmpfs():
+        args += ["--ro-bind", str(path), str(path)]
     if not config.allow_network:
         args.append("--unshare-net")
     for path in (workspace, state_dir):

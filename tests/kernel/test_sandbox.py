@@ -76,3 +76,22 @@ async def test_sandboxed_kernel_has_its_own_pids_and_can_be_interrupted() -> Non
         crashed = await kernel.execute("import os\nos._exit(3)", timeout=30)
         assert crashed.status is CellStatus.CRASHED
         assert (await kernel.execute("1")).ok
+
+
+def test_a_python_under_tmp_stays_visible_in_the_sandbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sandbox's /tmp is empty; a virtualenv in /tmp (a CI checkout, say) is bound back read-only."""
+    import sys
+
+    from nbagent.kernel.launch import _bwrap_args
+
+    venv = (tmp_path / ".venv").resolve()
+    monkeypatch.setattr(sys, "prefix", str(venv))
+    monkeypatch.setattr(sys, "exec_prefix", str(venv))
+    args = _bwrap_args(KernelConfig(sandbox=True), tmp_path / "ws", tmp_path / "state")
+    tmpfs = args.index("/tmp", args.index("--tmpfs"))
+    bind = args.index(str(venv))
+    assert args[bind - 1 : bind + 2] == ["--ro-bind", str(venv), str(venv)]
+    assert bind > tmpfs
+    assert "/tmp" not in args[tmpfs + 1 :]  # never the whole of /tmp
