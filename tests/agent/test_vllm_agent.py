@@ -21,6 +21,7 @@ from nbagent.export import to_notebook, to_token_sequences
 from nbagent.models.local import ensure_smollm2
 from nbagent.models.openai import OpenAIModel
 from nbagent.trajectory import SamplingSettings, Trajectory
+from tests.fixtures.vllm import assert_recorded_as_returned
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -86,12 +87,7 @@ def check_against_server(traj: Trajectory, proxy: RecordingProxy, tokenizer: Any
     assert len(proxy.responses) == len(traj.steps)
     for step, sent, raw in zip(traj.steps, proxy.requests, proxy.responses, strict=True):
         call = step.model_call
-        choice = raw["choices"][0]
-        assert call.completion == choice["message"]["content"]
-        assert call.completion_token_ids == choice["token_ids"]
-        assert call.completion_logprobs == [entry["logprob"] for entry in choice["logprobs"]["content"]]
-        assert call.prompt_token_ids == raw["prompt_token_ids"]
-        assert call.finish_reason == choice["finish_reason"]
+        assert_recorded_as_returned(call, raw)
         assert call.messages == sent["messages"]
         assert sent["stop"] == traj.model.sampling.stop
         continues = {"continue_final_message": True} if call.prefill else {"add_generation_prompt": True}

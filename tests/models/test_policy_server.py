@@ -282,20 +282,26 @@ def test_a_forgotten_server_is_stopped_when_garbage_collected(
     assert _wait_gone(child)
 
 
-def test_ctrl_c_during_start_stops_the_server(tmp_path: Path) -> None:
+def _owner_of_a_server(tmp_path: Path, prelude: str = "") -> tuple[subprocess.Popen[str], int]:
+    """A Python process that runs `prelude` then starts a PolicyServer (a stand-in that sleeps); returns
+    the process and the server's pid once the server runs."""
     pid_file = tmp_path / "pid"
     program = _program(
         tmp_path, f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
     )
     script = (
-        "from nbagent_train.serving.vllm import PolicyServer\n"
+        f"{prelude}from nbagent_train.serving.vllm import PolicyServer\n"
         f"PolicyServer({str(tmp_path)!r}, device='cpu', python={program!r}).start()\n"
     )
     owner = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    server_pid = int(pid_file.read_text())
+    return owner, int(pid_file.read_text())
+
+
+def test_ctrl_c_during_start_stops_the_server(tmp_path: Path) -> None:
+    owner, server_pid = _owner_of_a_server(tmp_path)
     owner.send_signal(signal.SIGINT)
     _, err = owner.communicate(timeout=60)
     assert "KeyboardInterrupt" in err
@@ -303,21 +309,8 @@ def test_ctrl_c_during_start_stops_the_server(tmp_path: Path) -> None:
 
 
 def test_sigterm_to_a_cli_process_stops_its_server(tmp_path: Path) -> None:
-    pid_file = tmp_path / "pid"
-    program = _program(
-        tmp_path, f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
-    )
-    script = (
-        "from nbagent_train.cli import exit_on_sigterm\n"
-        "from nbagent_train.serving.vllm import PolicyServer\n"
-        "exit_on_sigterm()\n"
-        f"PolicyServer({str(tmp_path)!r}, device='cpu', python={program!r}).start()\n"
-    )
-    owner = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    server_pid = int(pid_file.read_text())
+    prelude = "from nbagent_train.cli import exit_on_sigterm\nexit_on_sigterm()\n"
+    owner, server_pid = _owner_of_a_server(tmp_path, prelude)
     owner.send_signal(signal.SIGTERM)
     owner.communicate(timeout=60)
     assert owner.returncode == 128 + signal.SIGTERM
@@ -325,20 +318,7 @@ def test_sigterm_to_a_cli_process_stops_its_server(tmp_path: Path) -> None:
 
 
 def test_a_killed_owner_leaves_no_server_behind(tmp_path: Path) -> None:
-    pid_file = tmp_path / "pid"
-    program = _program(
-        tmp_path, f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
-    )
-    script = (
-        "import time\n"
-        "from nbagent_train.serving.vllm import PolicyServer\n"
-        f"PolicyServer({str(tmp_path)!r}, device='cpu', python={program!r}).start()\n"
-    )
-    owner = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    server_pid = int(pid_file.read_text())
+    owner, server_pid = _owner_of_a_server(tmp_path)
     owner.kill()
     owner.communicate(timeout=60)
     assert _wait_gone(server_pid, timeout_s=20)

@@ -12,6 +12,7 @@ from nbagent.models import ModelError, OpenAIModel, ensure_smollm2
 from nbagent.models.base import ChatMessage
 from nbagent.trajectory import SamplingSettings
 from nbagent_train.serving.vllm import PolicyServer, PolicyServerError
+from tests.fixtures.vllm import assert_recorded_as_returned
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]  # the first test also waits for the server start
 
@@ -50,13 +51,7 @@ async def test_recorded_ids_and_logprobs_are_what_the_server_returned(
                 "return_token_ids": True,
             },
         )
-    raw = response.json()
-    choice = raw["choices"][0]
-    assert call.completion == choice["message"]["content"]
-    assert call.completion_token_ids == choice["token_ids"]
-    assert call.completion_logprobs == [entry["logprob"] for entry in choice["logprobs"]["content"]]
-    assert call.prompt_token_ids == raw["prompt_token_ids"]
-    assert call.finish_reason == choice["finish_reason"]
+    assert_recorded_as_returned(call, response.json())
     assert call.model == vllm_server.served_model_name
     assert call.usage is not None
     assert call.usage.completion_tokens == len(call.completion_token_ids or [])
