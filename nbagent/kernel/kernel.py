@@ -513,6 +513,10 @@ class Kernel:
         )
         run = _CellRun(msg_id, OutputCollector(self.config.max_output_chars), last_activity=started)
         iopub, shell, stdin = kc.iopub_channel.socket, kc.shell_channel.socket, kc.stdin_channel.socket
+        # Plain (non-async) views of the same sockets, to read what is waiting without more polls.
+        readers: dict[zmq.asyncio.Socket, zmq.Socket[bytes]] = {
+            sock: zmq.Socket.shadow(sock.underlying) for sock in (iopub, shell, stdin)
+        }
         poller = zmq.asyncio.Poller()
         poller.register(iopub, zmq.POLLIN)
         poller.register(shell, zmq.POLLIN)
@@ -541,14 +545,14 @@ class Kernel:
                         return await self._recover(code, started, run, timed_out, died=True)
                     continue
                 if iopub in events:
-                    for msg in _drain(iopub, kc.session):
+                    for msg in _drain(readers[iopub], kc.session):
                         run.on_iopub(msg)
                 if shell in events:
-                    for msg in _drain(shell, kc.session):
+                    for msg in _drain(readers[shell], kc.session):
                         run.on_shell(msg)
                 if handler is None or stdin not in events:
                     continue
-                for msg in _drain(stdin, kc.session):
+                for msg in _drain(readers[stdin], kc.session):
                     if msg["msg_type"] == "input_request":
                         task = asyncio.create_task(self._answer(kc, handler, msg["content"]))
                         answers.add(task)
@@ -649,14 +653,13 @@ class Kernel:
         kc.input(value)
 
 
-def _drain(socket: zmq.asyncio.Socket, session: Session) -> list[dict[str, Any]]:
+def _drain(socket: zmq.Socket[bytes], session: Session) -> list[dict[str, Any]]:
     """Every message waiting on `socket`, received without waiting (one poll per burst of output
     instead of one per message: the host's main cost per cell)."""
-    sync: zmq.Socket[bytes] = zmq.Socket.shadow(socket.underlying)
     messages: list[dict[str, Any]] = []
     while True:
         try:
-            frames = sync.recv_multipart(zmq.NOBLOCK)
+            frames = socket.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return messages
         messages.append(_decode(frames, session))
