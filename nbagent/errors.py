@@ -39,3 +39,7 @@ class ToolExecutionError(ToolError):
 
 class ToolResultError(ToolError):
     """A tool returned a value that cannot be sent back as JSON."""
+
+
+class UnprotectedKernelWarning(UserWarning):
+    """Kernels run without the protection nbagent asks for by default (see `KernelConfig`)."""
