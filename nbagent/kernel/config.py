@@ -22,9 +22,16 @@ class KernelConfig(BaseModel):
     cpu_time_limit_s: int | None = Field(default=None, gt=0)
     """CPU seconds the kernel process may use since its last (re)start (RLIMIT_CPU); past it, it dies."""
     sandbox: bool = False
-    """Run the kernel in a bubblewrap sandbox: read-only system, private writable workspace, own PIDs."""
-    allow_network: bool = True
-    """Whether the sandboxed kernel may use the network (only enforced when `sandbox` is True)."""
+    """Run the kernel in a bubblewrap sandbox: read-only system, private writable workspace, own PIDs,
+    no network unless `allow_network`."""
+    allow_network: bool = False
+    """Let the sandboxed kernel use the network (an unsandboxed kernel always can). Tools that need the
+    network run in the host and need no such permission."""
+    private_processes: bool | None = None
+    """Run the unsandboxed kernel in its own PID namespace with its own /proc, so that its code cannot
+    read other processes' environments and command lines (the host's API keys). None (default): when
+    bubblewrap works here, otherwise a one-time `UnprotectedKernelWarning`; True: required
+    (`ConfigError` when impossible); False: off. The sandbox always has it."""
     env: dict[str, str] = Field(default_factory=dict)
     """Extra environment variables for the kernel. The host's environment is not passed through."""
     startup_code: list[str] = Field(default_factory=list)

@@ -128,10 +128,10 @@ class _ProcessGuard:
             log.warning("kernel process %d did not exit after SIGKILL", process.pid)
 
 
-def _describe_exit(returncode: int | None, config: KernelConfig) -> str:
+def _describe_exit(returncode: int | None, config: KernelConfig, *, wrapped: bool) -> str:
     if returncode is None:
         return "its process vanished"
-    signum = -returncode if returncode < 0 else returncode - 128 if config.sandbox and returncode > 128 else 0
+    signum = -returncode if returncode < 0 else returncode - 128 if wrapped and returncode > 128 else 0
     if not signum:
         return f"its process exited with code {returncode}"
     if signum == signal.SIGXCPU or (signum == signal.SIGKILL and config.cpu_time_limit_s is not None):
@@ -205,6 +205,8 @@ class Kernel:
         self._guard = _ProcessGuard()
         weakref.finalize(self, self._guard.kill)
         self._abandoned = False
+        self._wrapped = False
+        """Whether the current process runs under bwrap (set at each launch)."""
         self._closed = False
         self._modules: set[str] = set()
         """Modules made by `kernel_module_code` in the current process."""
@@ -219,7 +221,7 @@ class Kernel:
 
     @property
     def pid(self) -> int | None:
-        """PID of the kernel's process (of bwrap in the sandbox), or None when not running."""
+        """PID of the kernel's process (of bwrap when it runs under bwrap), or None when not running."""
         process = self._guard.process
         return process.pid if process is not None and process.poll() is None else None
 
@@ -338,6 +340,7 @@ class Kernel:
         assert self._workspace is not None
         state = self._state_dir
         plan = launch_plan(self.config, workspace=self._workspace, state_dir=state)
+        self._wrapped = plan.wrapped
         spec = KernelSpec(
             argv=plan.argv, display_name="nbagent", language="python", interrupt_mode=plan.interrupt_mode
         )
@@ -481,7 +484,7 @@ class Kernel:
         before = (
             "The previous cell was abandoned mid-run"
             if self._abandoned
-            else f"The kernel had died ({_describe_exit(self._exit_code(), self.config)})"
+            else f"The kernel had died ({self._death_cause()})"
         )
         await self._stop_process()
         try:
@@ -609,7 +612,7 @@ class Kernel:
         overran = f"The cell ran past its timeout of {timed_out:g} s" if timed_out is not None else ""
         last_words = self._log_tail() if died else ""
         if died:
-            death = f"the kernel died ({_describe_exit(self._exit_code(), self.config)})"
+            death = f"the kernel died ({self._death_cause()})"
             what = f"{overran}; after the interrupt, {death}" if overran else f"During this cell, {death}"
         else:
             what = f"{overran} and did not stop within {self.config.grace_s:g} s of an interrupt"
@@ -635,6 +638,9 @@ class Kernel:
             state_lost=True,
             note=_join_notes(note, run.collector.dropped_note()),
         )
+
+    def _death_cause(self) -> str:
+        return _describe_exit(self._exit_code(), self.config, wrapped=self._wrapped)
 
     async def _interrupt(self) -> None:
         assert self._km is not None

