@@ -38,7 +38,8 @@ from nbagent.context import (
     token_counter,
 )
 from nbagent.errors import ConfigError, KernelError, NBAgentError, ToolDefinitionError, ToolError
-from nbagent.models.base import Model
+from nbagent.models.base import ChatMessage, Model
+from nbagent.models.chat_tokenizer import with_prefill
 from nbagent.notepad import SYNC_TOOL_NAME, Notepad, kernel_setup_code, render_notepad
 from nbagent.prompts import (
     DEFAULT_SYSTEM_PROMPT,
@@ -57,6 +58,7 @@ from nbagent.prompts import (
 from nbagent.tools import RunContext, Tool, Toolset
 from nbagent.tools.results import to_json_value
 from nbagent.trajectory import (
+    DEFAULT_MAX_TOKENS,
     CellResult,
     CellStatus,
     ContextEvent,
@@ -67,6 +69,7 @@ from nbagent.trajectory import (
     Termination,
     Trajectory,
     TrajectoryWriter,
+    UnfinishedCall,
 )
 
 if TYPE_CHECKING:
@@ -120,6 +123,10 @@ class RunResult(Generic[OutputT]):
     @property
     def termination(self) -> Termination:
         return self.trajectory.termination
+
+    @property
+    def termination_detail(self) -> str | None:
+        return self.trajectory.termination_detail
 
     @property
     def error(self) -> str | None:
@@ -193,7 +200,8 @@ class Agent(Generic[DepsT, OutputT]):
         context_policy: What to do over budget: ``"hard"``, ``"summarize"`` or ``"none"``.
         action_format: ``"xml"`` (L0's ``<think>``/``<code>``), ``"markdown"`` or an `ActionParser`.
         prefill: Text the assistant turn starts with (e.g. ``"<think>"`` or ``"```python\\n"``).
-        sampling: Sampling settings; the parser's stop sequences are added to them.
+        sampling: Sampling settings; the parser's stop sequences are added to them, and replies are
+            limited to `DEFAULT_MAX_TOKENS` (3,072, L0's budget) unless they set `max_tokens`.
         kernel_config: How the agent's own kernels start (ignored when a kernel is passed to `run`).
         deps_type: The type of the `deps` given to `run`, for type checkers and readers.
         max_format_errors: Unusable replies in a row that end the episode (termination ``format``).
@@ -271,10 +279,12 @@ class Agent(Generic[DepsT, OutputT]):
         return clone
 
     def settings(self) -> SamplingSettings:
-        """The sampling settings sent with each step: the agent's, plus the parser's stop sequences."""
+        """The sampling settings sent with each step: the agent's, plus the parser's stop sequences and
+        `DEFAULT_MAX_TOKENS` when they set no `max_tokens`."""
         stop = list(self.sampling.stop or [])
         stop.extend(s for s in self.parser.stop if s not in stop)
-        return self.sampling.model_copy(update={"stop": stop or None})
+        max_tokens = self.sampling.max_tokens or DEFAULT_MAX_TOKENS
+        return self.sampling.model_copy(update={"stop": stop or None, "max_tokens": max_tokens})
 
     def submit_tool(self, on_submit: Callable[[Any], None]) -> Tool:
         """The `submit_final_answer` tool for the output type; it passes the valid answer to `on_submit`."""
@@ -383,6 +393,10 @@ class _Episode(Generic[DepsT, OutputT]):
     kernel_generation: int | None = None
     """The kernel generation the notepad and tool stubs were set up for."""
     timings: dict[str, float] = field(default_factory=lambda: {"setup_s": 0.0, "model_s": 0.0, "cell_s": 0.0})
+    in_flight: _CallInFlight | None = None
+    """The model call being awaited, if one is."""
+    unfinished_call: UnfinishedCall | None = None
+    """The model call a limit cut, once one did."""
 
     # ------------------------------------------------------------------------------------------
     # Host tools of the episode
@@ -468,6 +482,7 @@ class _Episode(Generic[DepsT, OutputT]):
         deadline = None if agent.episode_timeout_s is None else started + agent.episode_timeout_s
         termination = Termination.ERROR
         error: str | None = None
+        detail: str | None = None
         owned: Kernel | None = None
         try:
             self.system_prompt = agent.render_system_prompt()
@@ -493,6 +508,7 @@ class _Episode(Generic[DepsT, OutputT]):
             for index in range(agent.max_steps):
                 if deadline is not None and time.monotonic() >= deadline:
                     termination = Termination.TIMEOUT
+                    detail = f"The {self._timeout()} was reached after {_count(index, 'step')}."
                     break
                 notepad = render_notepad(self.notepad_state, agent.notepad_chars)
                 note = LAST_STEP_NOTE if index == agent.max_steps - 1 and index > 0 else ""
@@ -503,9 +519,13 @@ class _Episode(Generic[DepsT, OutputT]):
                 except ContextBudgetExceeded as exc:
                     termination, error = Termination.TOKEN_BUDGET, str(exc)
                     break
-                call = await self._call_model(messages, settings, deadline)
+                call = await self._call_model(index, messages, settings, deadline)
                 if call is None:
                     termination = Termination.TIMEOUT
+                    timeout = self._timeout()
+                    detail = self._cut_call(
+                        f"{timeout} reached", f"The {timeout} was reached", settings.max_tokens
+                    )
                     break
                 step, timed_out = await self._act(index, call, events, notepad, kernel, bridge, deadline)
                 format_errors = format_errors + 1 if step.action.kind == "format_error" else 0
@@ -516,6 +536,8 @@ class _Episode(Generic[DepsT, OutputT]):
                     break
                 if timed_out:
                     termination = Termination.TIMEOUT
+                    when = "while" if step.cell else "before"
+                    detail = f"The {self._timeout()} was reached {when} the code of step {index + 1} ran."
                     break
                 if format_errors >= agent.max_format_errors:
                     termination = Termination.FORMAT
@@ -529,6 +551,8 @@ class _Episode(Generic[DepsT, OutputT]):
             termination, error = Termination.ERROR, f"{type(exc).__name__}: {exc}"
         except (anyio.get_cancelled_exc_class(), GeneratorExit):
             termination, error = Termination.CANCELLED, "The episode was cancelled."
+            if self.in_flight is not None:
+                detail = self._cut_call("episode cancelled", "The episode was cancelled", None)
             raise
         except Exception as exc:
             termination, error = Termination.ERROR, f"{type(exc).__name__}: {exc}"
@@ -537,22 +561,42 @@ class _Episode(Generic[DepsT, OutputT]):
             if owned is not None:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(30):
                     await owned.shutdown()
-            self._finish(termination, error, started_wall, time.monotonic() - started)
+            self._finish(termination, error, detail, started_wall, time.monotonic() - started)
+
+    def _timeout(self) -> str:
+        return f"episode timeout of {self.agent.episode_timeout_s:g} s"
+
+    def _cut_call(self, reason: str, event: str, max_tokens: int | None) -> str:
+        """Record the model call in flight as cut by `reason`; the sentence saying so starts with `event`."""
+        assert self.in_flight is not None
+        cut = self.unfinished_call = self.in_flight.cut(f"{reason} during the model call")
+        detail = (
+            f"{event} during model call {cut.step_index + 1}, which had run {cut.ran_s:.1f} s without a reply"
+        )
+        if max_tokens is not None:
+            detail += f" (replies may be up to {max_tokens:,} tokens)"
+        return detail + "."
 
     async def _call_model(
-        self, messages: list[dict[str, Any]], settings: SamplingSettings, deadline: float | None
+        self, index: int, messages: list[ChatMessage], settings: SamplingSettings, deadline: float | None
     ) -> ModelCall | None:
-        """The model's reply, or None when the episode's time ran out while waiting for it."""
+        """The model's reply, or None when the episode's time ran out while waiting for it (the call in
+        flight stays in `in_flight`, as it does when the episode is cancelled)."""
         agent = self.agent
         t0 = time.monotonic()
         remaining = None if deadline is None else max(0.0, deadline - t0)
+        prefill = agent.prefill or None
+        self.in_flight = _CallInFlight(index, with_prefill(messages, prefill), prefill, time.time(), t0)
         with anyio.move_on_after(remaining):
             try:
-                return await agent.model.complete(messages, settings, prefill=agent.prefill)
+                call = await agent.model.complete(messages, settings, prefill=agent.prefill)
             except Exception as exc:
+                self.in_flight = None
                 raise _ModelCallFailed(f"{type(exc).__name__}: {exc}") from exc
             finally:
                 self.timings["model_s"] += time.monotonic() - t0
+            self.in_flight = None
+            return call
         return None
 
     async def _act(
@@ -606,10 +650,20 @@ class _Episode(Generic[DepsT, OutputT]):
         return step, timed_out
 
     def _finish(
-        self, termination: Termination, error: str | None, started_wall: float, wall_s: float
+        self,
+        termination: Termination,
+        error: str | None,
+        detail: str | None,
+        started_wall: float,
+        wall_s: float,
     ) -> None:
+        """Set the result; `detail` explains the termination (by default: `error`, or the step count)."""
         agent = self.agent
         answer = self.answer if self.submitted else None
+        if detail is None and termination is Termination.SUBMITTED:
+            detail = f"An answer was submitted in step {len(self.steps)}."
+        elif detail is None and termination is Termination.MAX_STEPS:
+            detail = f"The step limit ({_count(agent.max_steps, 'step')}) was reached without an answer."
         final = to_json_value(answer, "final answer")
         self.timings["total_s"] = wall_s
         trajectory = Trajectory(
@@ -620,7 +674,9 @@ class _Episode(Generic[DepsT, OutputT]):
             steps=self.steps,
             final_answer=final,
             termination=termination,
+            termination_detail=detail or error,
             error=error,
+            unfinished_call=self.unfinished_call,
             started_at=started_wall,
             wall_s=wall_s,
             versions=dict(package_versions()),
@@ -631,3 +687,30 @@ class _Episode(Generic[DepsT, OutputT]):
 
 class _ModelCallFailed(Exception):
     """Internal: the model call raised; carries the message for the trajectory."""
+
+
+@dataclass(frozen=True)
+class _CallInFlight:
+    """A model call being awaited: what was sent, and when."""
+
+    step_index: int
+    messages: list[ChatMessage]
+    prefill: str | None
+    started_at: float
+    """Unix time."""
+    started: float
+    """`time.monotonic()`."""
+
+    def cut(self, reason: str) -> UnfinishedCall:
+        return UnfinishedCall(
+            step_index=self.step_index,
+            messages=self.messages,
+            prefill=self.prefill,
+            started_at=self.started_at,
+            ran_s=time.monotonic() - self.started,
+            reason=reason,
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

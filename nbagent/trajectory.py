@@ -112,6 +112,10 @@ class CellResult(_Record):
 # --------------------------------------------------------------------------------------------------
 
 
+DEFAULT_MAX_TOKENS = 3072
+"""Token limit of a reply when the agent's sampling settings give none: L0's budget per step."""
+
+
 class SamplingSettings(_Record):
     """Sampling parameters sent with every model call."""
 
@@ -159,6 +163,22 @@ class ModelCall(_Record):
     latency_s: float = 0.0
     model: str | None = None
     """Model name the server reports (e.g. the LoRA adapter that served it)."""
+
+
+class UnfinishedCall(_Record):
+    """A model call a limit cut before it replied: the episode's time ran out, or it was cancelled."""
+
+    step_index: int
+    """The step the reply was for (0-based, like `Step.index`)."""
+    messages: list[JSONDict]
+    """The chat messages sent, as `ModelCall.messages` records them (an assistant prefill last)."""
+    prefill: str | None = None
+    started_at: float
+    """Unix time the call was sent."""
+    ran_s: float
+    """How long it had run when it was cut."""
+    reason: str
+    """Why it stopped, e.g. ``episode timeout of 240 s reached during the model call``."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,7 +259,11 @@ class Trajectory(_Record):
     steps: list[Step] = Field(default_factory=list)
     final_answer: Any = None
     termination: Termination
+    termination_detail: str | None = None
+    """One sentence for a person on why the episode ended (None in files from before it was recorded)."""
     error: str | None = None
+    unfinished_call: UnfinishedCall | None = None
+    """The model call in flight when the episode's time ran out or it was cancelled, if one was."""
     reward: Reward | None = None
     started_at: float = 0.0
     """Unix time."""
