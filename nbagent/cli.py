@@ -29,7 +29,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from nbagent.errors import ConfigError, NBAgentError
-from nbagent.trajectory import Step, Termination, Trajectory
+from nbagent.trajectory import DEFAULT_MAX_TOKENS, Step, Termination, Trajectory
 
 if TYPE_CHECKING:
     from nbagent.agent import Agent, RunResult
@@ -46,9 +46,6 @@ ENDPOINT_EPISODE_TIMEOUT = 240.0
 """L0's wall-clock limit per episode."""
 LOCAL_EPISODE_TIMEOUT = 900.0
 """An in-process model on a CPU is slow: allow it more time."""
-REPLY_RESERVE_TOKENS = 1024
-"""Tokens kept free for the reply when the context budget comes from the model's length and no
---max-tokens is given."""
 LOCAL_MAX_TOKENS = 200
 LOCAL_OBSERVATION_CHARS = 1500
 """A tiny CPU model gains nothing from long tracebacks, and every prompt token costs it time."""
@@ -118,7 +115,12 @@ TemperatureOption = Annotated[
 ]
 MaxTokensOption = Annotated[
     int | None,
-    typer.Option("--max-tokens", min=1, help=f"Tokens per reply (local default {LOCAL_MAX_TOKENS})."),
+    typer.Option(
+        "--max-tokens",
+        min=1,
+        help=f"Tokens per reply (default {DEFAULT_MAX_TOKENS}, L0's; local: {LOCAL_MAX_TOKENS}).",
+        show_default=False,
+    ),
 ]
 CellTimeoutOption = Annotated[float, typer.Option("--cell-timeout", help="Seconds per cell.")]
 EpisodeTimeoutOption = Annotated[
@@ -296,7 +298,7 @@ def agent_settings(
         temperature = LOCAL_TEMPERATURE if temperature is None else temperature
     budget = None
     if choice.context_tokens is not None:  # leave room for the reply
-        budget = max(256, choice.context_tokens - (max_tokens or REPLY_RESERVE_TOKENS))
+        budget = max(256, choice.context_tokens - (max_tokens or DEFAULT_MAX_TOKENS))
     settings: dict[str, Any] = {
         "tools": [load_tool(spec) for spec in tools or []],
         "max_steps": max_steps,
@@ -367,10 +369,9 @@ class StepPrinter:
             shown = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
             self.console.print(Panel(Text(shown, style="bold"), title="answer", border_style="green"))
         else:
-            reason = f"No answer: the episode ended with '{trajectory.termination}'"
-            self.console.print(
-                Text(reason + (f": {trajectory.error}" if trajectory.error else "."), style="red")
-            )
+            detail = trajectory.termination_detail or trajectory.error  # files from before the detail
+            reason = f"No answer ({trajectory.termination})."
+            self.console.print(Text(f"{reason} {detail}" if detail else reason, style="red"))
         self.console.print(
             Text(f"{len(trajectory.steps)} steps in {trajectory.wall_s:.1f} s", style="dim"),
         )

@@ -78,7 +78,7 @@ def test_run_without_answer_exits_3(runner: CliRunner, tmp_path: Path) -> None:
     with FakeOpenAIServer(script_responder(looping)) as srv:
         result = runner.invoke(app, ["run", "q", "--base-url", srv.base_url, "--max-steps", "2", "--no-save"])
     assert result.exit_code == EXIT_NO_ANSWER, result.output
-    assert "No answer: the episode ended with 'max_steps'" in result.output
+    assert "No answer (max_steps). The step limit (2 steps) was reached without an answer." in result.output
 
 
 def test_unreachable_endpoint(runner: CliRunner) -> None:
@@ -195,7 +195,7 @@ def test_context_budget_follows_the_model_length() -> None:
 
     endpoint = ModelChoice(ScriptedModel([]), "m", local=False, context_tokens=4096)
     assert settings(endpoint, 300)["context_budget_tokens"] == 3796
-    assert settings(endpoint, None)["context_budget_tokens"] == 3072
+    assert settings(endpoint, None)["context_budget_tokens"] == 4096 - 3072  # the agent's default reply
     assert settings(ModelChoice(ScriptedModel([]), "m", local=False), None)["context_budget_tokens"] is None
     local = settings(ModelChoice(ScriptedModel([]), "m", local=True, context_tokens=8192), None)
     assert local["context_budget_tokens"] == 8192 - 200
