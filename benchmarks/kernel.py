@@ -1,4 +1,4 @@
-"""Benchmark of the notebook runtime: start, cell round trip, tool calls, pooled throughput.
+"""Benchmark of the notebook runtime: start, cell round trip, tool calls, pooled throughput, isolation.
 
 Run: ``.venv/bin/python benchmarks/kernel.py`` (``--help`` for options). Every nbagent number is printed
 next to a baseline measured in the same run: a bare jupyter_client kernel driven by
@@ -18,7 +18,8 @@ from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
 
-from nbagent.kernel import Kernel, KernelPool
+from nbagent.kernel import Kernel, KernelConfig, KernelPool
+from nbagent.kernel.launch import bwrap_unusable
 from nbagent.tools import tool
 from nbagent.tools.bridge import ToolBridge
 
@@ -192,6 +193,41 @@ async def bench_pool(size: int, cells: int) -> list[Row]:
     ]
 
 
+async def bench_isolation(starts: int, runs: int) -> list[Row]:
+    """Start and trivial-cell cost of each isolation mode, next to a kernel without any."""
+    if (reason := bwrap_unusable()) is not None:
+        print(f"isolation rows skipped: {reason}")
+        return []
+    modes = {
+        "private processes (default)": KernelConfig(),
+        "sandbox": KernelConfig(sandbox=True),
+    }
+    plain = KernelConfig(private_processes=False)
+    rows: list[Row] = []
+    for name, config in modes.items():
+        ours: list[float] = []
+        bare: list[float] = []
+        for _ in range(starts):
+            for times, cfg in ((ours, config), (bare, plain)):
+                kernel = Kernel(cfg)
+                times.append(await _time(kernel.start))
+                await kernel.shutdown()
+        async with Kernel(config) as isolated, Kernel(plain) as unisolated:
+            cell, floor = await _alternate(
+                lambda: isolated.execute("1"), lambda: unisolated.execute("1"), runs
+            )
+        for what, a, b in (("start", ours, bare), ("trivial cell `1`", cell, floor)):
+            rows.append(
+                (
+                    f"{name}: {what} (median)",
+                    _ms(statistics.median(a)),
+                    f"no isolation {_ms(statistics.median(b))}",
+                    f"{statistics.median(a) / statistics.median(b):.2f}x",
+                )
+            )
+    return rows
+
+
 def _print(rows: list[Row]) -> None:
     headers = ("measure", "nbagent", "baseline (same run)", "ratio")
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(4)]
@@ -206,6 +242,7 @@ async def main(args: argparse.Namespace) -> None:
     rows = await bench_start(args.starts)
     rows += await bench_cells(args.runs)
     rows += await bench_pool(args.pool_size, args.pool_cells)
+    rows += await bench_isolation(args.starts, args.runs)
     print(f"python {sys.version.split()[0]}, {args.runs} runs per cell measure")
     _print(rows)
 
