@@ -14,11 +14,12 @@ import json
 import os
 import pkgutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -29,7 +30,8 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from nbagent.errors import ConfigError, NBAgentError
-from nbagent.trajectory import DEFAULT_MAX_TOKENS, Step, Termination, Trajectory
+from nbagent.outputs import check_output_file, check_output_folder
+from nbagent.trajectory import DEFAULT_MAX_TOKENS, CorruptTrajectoryError, Step, Termination, Trajectory
 
 if TYPE_CHECKING:
     from nbagent.agent import Agent, RunResult
@@ -65,6 +67,26 @@ class ExportFormat(StrEnum):
     openai = "openai"
     sharegpt = "sharegpt"
     ipynb = "ipynb"
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors: one line on stderr
+# --------------------------------------------------------------------------------------------------
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: MESSAGE`` as one line on stderr and exit with `EXIT_ERROR`."""
+    Console(stderr=True, highlight=False).print(Text(f"error: {message}", style="red"), soft_wrap=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """`fail` with the message of an `NBAgentError` raised inside (a bad setting, path or locked output)."""
+    try:
+        yield
+    except NBAgentError as exc:
+        fail(str(exc))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -443,7 +465,15 @@ def run(
 ) -> None:
     """Answer QUESTION with an agent that writes and runs Python, showing each step."""
     console = Console(stderr=json_output, highlight=False)
-    try:
+    if not no_save:
+        default_nb, default_traj = _default_paths(time.strftime("%Y%m%d-%H%M%S"))
+        notebook = notebook or default_nb
+        trajectory = trajectory or default_traj
+    with one_line_errors():
+        if trajectory is not None:
+            check_output_file(trajectory, "the trajectory")
+        if notebook is not None:
+            check_output_file(notebook, "the notebook")
         choice = resolve_model(base_url, model, api_key, local_model)
         settings = agent_settings(
             choice,
@@ -457,9 +487,6 @@ def run(
             tools=tool,
             sandbox=sandbox,
         )
-    except NBAgentError as exc:
-        console.print(Text(f"error: {exc}", style="red"), soft_wrap=True)
-        raise typer.Exit(EXIT_ERROR) from None
     if choice.local:
         console.print(
             Text(
@@ -477,10 +504,6 @@ def run(
     printer = StepPrinter(console, verbose=verbose)
     if verbose:
         console.print(Panel(Text(agent.render_system_prompt()), title="system prompt", border_style="dim"))
-    if not no_save:
-        default_nb, default_traj = _default_paths(time.strftime("%Y%m%d-%H%M%S"))
-        notebook = notebook or default_nb
-        trajectory = trajectory or default_traj
     outcome = _run_episode(agent, question, None if quiet else printer.step, notebook, trajectory)
     result = outcome.result
     if result is None:  # interrupted before anything could be recorded
@@ -500,28 +523,50 @@ def run(
             )
     else:
         printer.summary(traj)
-        for label, path in (("notebook", outcome.notebook), ("trajectory", outcome.trajectory)):
-            if path is not None:
-                console.print(Text(f"{label}: {path}", style="dim"), soft_wrap=True)
+        for label, path in outcome.saved.items():
+            console.print(Text(f"{label}: {path}", style="dim"), soft_wrap=True)
     if json_output:
         payload = {
             "answer": traj.final_answer,
             "termination": str(traj.termination),
             "error": traj.error,
             "steps": len(traj.steps),
-            "notebook": str(outcome.notebook) if outcome.notebook else None,
-            "trajectory": str(outcome.trajectory) if outcome.trajectory else None,
+            "notebook": str(outcome.saved["notebook"]) if "notebook" in outcome.saved else None,
+            "trajectory": str(outcome.saved["trajectory"]) if "trajectory" in outcome.saved else None,
         }
         typer.echo(json.dumps(payload, ensure_ascii=False))
+    if outcome.unsaved:
+        fail(outcome.save_failure())
     raise typer.Exit(_exit_code(result, outcome.interrupted))
 
 
 @dataclass
 class _Outcome:
     result: RunResult[str] | None = None
-    notebook: Path | None = None
-    trajectory: Path | None = None
+    saved: dict[str, Path] = field(default_factory=dict)
+    """The outputs written ("trajectory", "notebook"), with their paths."""
+    unsaved: list[str] = field(default_factory=list)
+    """The outputs that could not be written: ``the notebook to PATH (why)``."""
     interrupted: bool = False
+
+    def save(self, result: RunResult[str], trajectory: Path | None, notebook: Path | None) -> None:
+        """Write the trajectory first, then the notebook; a failure to write one is recorded, and never
+        keeps the other from being written."""
+        for label, path, save in (
+            ("trajectory", trajectory, result.save_trajectory),
+            ("notebook", notebook, result.save_notebook),
+        ):
+            if path is None:
+                continue
+            try:
+                self.saved[label] = save(path)
+            except OSError as exc:
+                self.unsaved.append(f"the {label} to {path} ({exc.strerror or exc})")
+
+    def save_failure(self) -> str:
+        """One line: what could not be written, and what was."""
+        kept = "".join(f"; the {label} was saved to {path}" for label, path in self.saved.items())
+        return f"could not write {' or '.join(self.unsaved)}{kept}."
 
 
 def _run_episode(
@@ -548,10 +593,7 @@ def _run_episode(
                 await agent.model.aclose()
             outcome.result = agent_run.result
             if outcome.result is not None:
-                if notebook is not None:
-                    outcome.notebook = outcome.result.save_notebook(notebook)
-                if trajectory is not None:
-                    outcome.trajectory = outcome.result.save_trajectory(trajectory)
+                outcome.save(outcome.result, trajectory, notebook)
 
     try:
         anyio.run(go)
@@ -570,12 +612,20 @@ def _exit_code(result: RunResult[str], interrupted: bool) -> int:
     return EXIT_NO_ANSWER
 
 
-def _read_selected(path: Path, index: int | None) -> list[Trajectory]:
+def _read_selected(path: Path, index: int | None, skip_corrupt: bool) -> list[Trajectory]:
+    """The trajectories of `path` (or the one at `index`); a corrupt line `fail`s naming it and
+    ``--skip-corrupt``, unless that was given."""
     from nbagent.trajectory import read_trajectories
 
     if not path.is_file():
         raise typer.BadParameter(f"{path} does not exist.")
-    trajectories = list(read_trajectories(path))
+    try:
+        trajectories = list(read_trajectories(path, on_error="skip" if skip_corrupt else "raise"))
+    except CorruptTrajectoryError as exc:
+        fail(
+            f"{exc.path}:{exc.line_no}: corrupt trajectory record ({exc.reason}); "
+            "pass --skip-corrupt to skip bad lines, or repair or delete that line."
+        )
     if index is None:
         return trajectories
     if not -len(trajectories) <= index < len(trajectories):
@@ -587,17 +637,24 @@ PathArgument = Annotated[Path, typer.Argument(help="A trajectory JSONL file.", s
 IndexOption = Annotated[
     int | None, typer.Option("--index", "-i", help="Only the trajectory at this position (0 first, -1 last).")
 ]
+SkipCorruptOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-corrupt", help="Skip lines that are not trajectory records instead of stopping at the first."
+    ),
+]
 
 
 @app.command()
 def show(
     path: PathArgument,
     index: IndexOption = None,
+    skip_corrupt: SkipCorruptOption = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show the system prompt.")] = False,
 ) -> None:
     """Pretty-print the trajectories of a JSONL file."""
     printer = StepPrinter(Console(highlight=False), verbose=verbose)
-    for traj in _read_selected(path, index):
+    for traj in _read_selected(path, index, skip_corrupt):
         printer.trajectory(traj)
 
 
@@ -614,12 +671,19 @@ def export(
         ),
     ] = None,
     index: IndexOption = None,
+    skip_corrupt: SkipCorruptOption = False,
 ) -> None:
     """Export trajectories as OpenAI chat messages, ShareGPT conversations or notebooks."""
     from nbagent.export import to_notebook, to_openai_messages, to_sharegpt
 
-    trajectories = _read_selected(path, index)
-    if export_format is ExportFormat.ipynb:
+    notebooks = export_format is ExportFormat.ipynb
+    with one_line_errors():
+        if notebooks:
+            check_output_folder(out or Path("."), "the notebooks")
+        elif out is not None:
+            check_output_file(out, "the export")
+    trajectories = _read_selected(path, index, skip_corrupt)
+    if notebooks:
         folder = out or Path(".")
         for traj in trajectories:
             target = folder / f"{traj.id}.ipynb"

@@ -43,3 +43,11 @@ class ToolResultError(ToolError):
 
 class UnprotectedKernelWarning(UserWarning):
     """Kernels run without the protection nbagent asks for by default (see `KernelConfig`)."""
+
+
+class OutputPathError(ConfigError):
+    """An output path cannot be written (a folder where a file goes, a file among its parents, ...)."""
+
+
+class OutputLockedError(NBAgentError):
+    """Another process holds the lock on an output (see `nbagent.outputs.OutputLock`)."""
