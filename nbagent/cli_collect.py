@@ -36,9 +36,12 @@ from nbagent.cli import (
     TemperatureOption,
     ToolOption,
     agent_settings,
+    fail,
+    one_line_errors,
     resolve_model,
 )
 from nbagent.errors import ConfigError, NBAgentError
+from nbagent.outputs import OutputLock, check_output_file
 
 if TYPE_CHECKING:
     from nbagent.agent import Agent
@@ -200,7 +203,10 @@ def _collect_from_flags(flags: dict[str, Any]) -> tuple[Console, _Plan, CollectS
     agent_flags = {name: flags[name] for name in _AGENT_FLAGS}
     factory = EndpointAgentFactory(**{**agent_flags, "tool": tuple(flags["tool"] or ())})
     ray, samples, concurrency, out = flags["ray"], flags["samples"], flags["concurrency"], flags["out"]
+    lock = OutputLock(out)  # refuse a second collector before loading anything; `collect` re-enters it
     try:
+        check_output_file(out, "the trajectories")
+        lock.acquire()
         plan = _plan(flags["env"], _env_kwargs(flags), flags["split"], flags["limit"], ray)
         agent: Any = factory if ray else factory(plan.env)
         console.print(
@@ -230,13 +236,14 @@ def _collect_from_flags(flags: dict[str, Any]) -> tuple[Console, _Plan, CollectS
         )
         summary = anyio.run(run)
     except NBAgentError as exc:
-        console.print(Text(f"error: {exc}", style="red"))
-        raise typer.Exit(EXIT_ERROR) from None
+        fail(str(exc))
     except KeyboardInterrupt:
         console.print(
             Text(f"Interrupted. Finished episodes are in {out}; continue with --resume.", style="yellow")
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        lock.release()
     _print_summary(console, summary)
     return console, plan, summary
 
@@ -361,6 +368,9 @@ def eval_command(
     from nbagent.trajectory import read_trajectories
 
     out = out or Path("runs") / "eval" / f"{env.replace(':', '_')}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    target = json_out or out.with_suffix(".metrics.json")
+    with one_line_errors():
+        check_output_file(target, "the table")
     console, plan, summary = _collect_from_flags(dict(locals()))
     planned = {job.key for job in plan_jobs(plan.env.name, plan.tasks, samples, tag)}
     trajectories = [
@@ -368,7 +378,6 @@ def eval_command(
     ]
     report = evaluate(trajectories, success_metric=success_metric, threshold=threshold)
     render_report(report, Console(highlight=False))
-    target = json_out or out.with_suffix(".metrics.json")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
     console.print(Text(f"table: {target}; trajectories: {out}", style="dim"))

@@ -7,14 +7,15 @@ without write permission), so a command refuses it up front instead of failing w
 `OutputLock` holds an exclusive ``flock`` on ``<output>.lock`` beside the output, with the holder's pid
 in it; a second process that asks for the same output gets `OutputLockedError` naming the holder. The
 kernel releases the lock when the holder's process ends, however it ends (SIGKILL included); a clean
-release also removes the file. Two holders in one process exclude each other too (a lock belongs to
-its open file, not to the process).
+release also removes the file. Within the holding process the lock is re-entrant, so a command can
+lock its output before it loads anything and then call `nbagent.rollout.collect`, which locks it too.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from contextlib import suppress
 from pathlib import Path
 
@@ -78,6 +79,11 @@ def _holder(fd: int) -> str:
     return f"process {pid} ({command[:77] + '...' if len(command) > 80 else command})"
 
 
+_HELD: dict[Path, tuple[int, int]] = {}
+"""Lock files this process holds: their descriptor and how many holders share it."""
+_GUARD = threading.Lock()
+
+
 class OutputLock:
     """An exclusive lock on an output file or folder, for as long as this process holds it.
 
@@ -89,12 +95,15 @@ class OutputLock:
         resolved = self.output.resolve()
         self.path = resolved.with_name(resolved.name + ".lock")
         """The lock file, beside the output."""
-        self._fd: int | None = None
+        self._acquired = False
 
     def acquire(self) -> OutputLock:
-        """Take the lock; `OutputLockedError` naming the holder if another one holds it."""
-        if self._fd is None:
-            self._fd = self._lock()
+        """Take the lock; `OutputLockedError` naming the holder if another process holds it."""
+        with _GUARD:
+            if not self._acquired:
+                fd, holders = _HELD.get(self.path) or (self._lock(), 0)
+                _HELD[self.path] = (fd, holders + 1)
+                self._acquired = True
         return self
 
     def _lock(self) -> int:
@@ -127,13 +136,18 @@ class OutputLock:
             return False
 
     def release(self) -> None:
-        """Give the lock up and remove the lock file."""
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        with suppress(FileNotFoundError):
-            self.path.unlink()
-        os.close(fd)  # closing the descriptor releases the flock
+        """Give the lock up; the last holder in this process removes the lock file."""
+        with _GUARD:
+            if not self._acquired:
+                return
+            self._acquired = False
+            fd, holders = _HELD.pop(self.path)
+            if holders > 1:
+                _HELD[self.path] = (fd, holders - 1)
+                return
+            with suppress(FileNotFoundError):
+                self.path.unlink()
+            os.close(fd)  # closing the descriptor releases the flock
 
     def __enter__(self) -> OutputLock:
         return self.acquire()

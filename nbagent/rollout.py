@@ -30,6 +30,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from nbagent.environments import Environment
 from nbagent.errors import ConfigError, NBAgentError
+from nbagent.outputs import OutputLock, check_output_file
 from nbagent.trajectory import (
     ModelCall,
     ModelInfo,
@@ -579,8 +580,12 @@ async def collect(
         ray: ``"local"`` or a Ray cluster address to run episodes on Ray actors.
         ray_actors: how many actors (default: one per 8 concurrent episodes, at least 1).
 
+    `out` is locked for the whole collection (see `nbagent.outputs.OutputLock`): a second collector on
+    the same file, resuming or not, is refused instead of writing the same pairs again.
+
     Returns a `CollectSummary`. Raises `OutputExistsError` for a non-empty `out` without `resume`,
-    `ConfigError` for bad settings; an episode's own failure is written, never raised.
+    `OutputPathError` for an `out` that cannot be written, `OutputLockedError` while another process
+    collects into it, `ConfigError` for bad settings; an episode's own failure is written, never raised.
     """
     if concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
@@ -592,30 +597,31 @@ async def collect(
     environment = resolve_environment(env)
     task_list = list(environment.tasks(split) if tasks is None else tasks)
     jobs = plan_jobs(environment.name, task_list, samples, tag)
-    state = prepare_output(out, resume=resume)
-    todo = [job for job in jobs if job.key not in state.done]
-    summary = CollectSummary(
-        out=Path(out),
-        planned=len(jobs),
-        skipped=len(jobs) - len(todo),
-        truncated_bytes=state.truncated_bytes,
-        corrupt_lines=state.corrupt_lines,
-    )
-    settings = EpisodeSettings(split, policy_version, hard_timeout_s, max_inflight_requests)
-    started = time.monotonic()
-    if todo:
-        send, receive = anyio.create_memory_object_stream[Trajectory](0)
-        with TrajectoryWriter(out) as writer, _ProgressView(summary, progress) as view, _unwrap_single():
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_write_results, receive, writer, summary, view, on_result)
-                if ray is None:
-                    await _run_local(environment, agent, todo, concurrency, settings, send)
-                else:
-                    from nbagent.rollout_ray import run_on_ray
+    with OutputLock(check_output_file(out, "the trajectories")):
+        state = prepare_output(out, resume=resume)
+        todo = [job for job in jobs if job.key not in state.done]
+        summary = CollectSummary(
+            out=Path(out),
+            planned=len(jobs),
+            skipped=len(jobs) - len(todo),
+            truncated_bytes=state.truncated_bytes,
+            corrupt_lines=state.corrupt_lines,
+        )
+        settings = EpisodeSettings(split, policy_version, hard_timeout_s, max_inflight_requests)
+        started = time.monotonic()
+        if todo:
+            send, receive = anyio.create_memory_object_stream[Trajectory](0)
+            with TrajectoryWriter(out) as writer, _ProgressView(summary, progress) as view, _unwrap_single():
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_write_results, receive, writer, summary, view, on_result)
+                    if ray is None:
+                        await _run_local(environment, agent, todo, concurrency, settings, send)
+                    else:
+                        from nbagent.rollout_ray import run_on_ray
 
-                    actors = ray_actors or max(1, math.ceil(concurrency / 8))
-                    await run_on_ray(
-                        env, agent, todo, concurrency, settings, send, address=ray, actors=actors
-                    )
-    summary.wall_s = time.monotonic() - started
+                        actors = ray_actors or max(1, math.ceil(concurrency / 8))
+                        await run_on_ray(
+                            env, agent, todo, concurrency, settings, send, address=ray, actors=actors
+                        )
+            summary.wall_s = time.monotonic() - started
     return summary
