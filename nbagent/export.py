@@ -146,7 +146,9 @@ def to_notebook(traj: Trajectory, path: str | Path | None = None) -> JSONDict:
         end = f"## Answer\n\n{_answer_text(traj.final_answer)}"
     else:
         end = f"## No answer\n\nThe episode ended with `{traj.termination}`."
-        if traj.error:
+        if traj.termination_detail and traj.termination_detail != traj.error:
+            end += f" {traj.termination_detail}"
+        elif traj.error:
             end += f"\n\n{_fenced(traj.error)}"
     cells.append(_markdown(end))
     nb: JSONDict = {

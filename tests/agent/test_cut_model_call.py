@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import anyio
+import nbformat
 import pytest
 
 from nbagent.agent import Agent
@@ -93,11 +94,12 @@ def test_nbagent_run_prints_why_the_model_call_was_cut(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("nbagent")
     env = {k: v for k, v in os.environ.items() if k not in ENDPOINT_ENV}
     env["COLUMNS"] = "250"
-    traj_path = tmp_path / "t.jsonl"
+    traj_path, nb_path = tmp_path / "t.jsonl", tmp_path / "run.ipynb"
     with FakeOpenAIServer(script_responder([STEP]), latency_s=60.0) as server:
         cmd = [str(script), "run", "What is 2+3? Use Python.", "--base-url", server.base_url]
+        cmd += ["--max-steps", "2", "--episode-timeout", "3"]
         proc = subprocess.run(
-            [*cmd, "--max-steps", "2", "--episode-timeout", "3", "--trajectory", str(traj_path), "--no-save"],
+            [*cmd, "--trajectory", str(traj_path), "--notebook", str(nb_path)],
             env=env,
             capture_output=True,
             text=True,
@@ -112,8 +114,12 @@ def test_nbagent_run_prints_why_the_model_call_was_cut(tmp_path: Path) -> None:
     assert cut is not None
     assert cut.messages == sent[0]["messages"]
     assert sent[0]["max_tokens"] == 3072
-    assert (
-        "No answer (timeout). The episode timeout of 3 s was reached during model call 1, which had run "
-        f"{cut.ran_s:.1f} s without a reply (replies may be up to 3,072 tokens)." in out
+    detail = (
+        f"The episode timeout of 3 s was reached during model call 1, which had run {cut.ran_s:.1f} s "
+        "without a reply (replies may be up to 3,072 tokens)."
     )
+    assert traj.termination_detail == detail
+    assert f"No answer (timeout). {detail}" in out
     assert "0 steps in" in out
+    last_cell = nbformat.read(str(nb_path), as_version=4).cells[-1]
+    assert last_cell.source == f"## No answer\n\nThe episode ended with `timeout`. {detail}"

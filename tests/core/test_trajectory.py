@@ -114,6 +114,16 @@ def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
         list(read_trajectories(path))
 
 
+def test_a_record_from_before_the_termination_detail_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    data = json.loads(make_trajectory().to_json_line())
+    del data["termination_detail"], data["unfinished_call"]
+    path.write_text(json.dumps(data) + "\n")
+    (old,) = read_trajectories(path)
+    assert (old.termination_detail, old.unfinished_call) == (None, None)
+    assert old.steps == make_trajectory().steps
+
+
 @settings(max_examples=50, deadline=None)
 @given(completion=st.text(), ids=st.lists(st.integers(min_value=0, max_value=2**31 - 1)))
 def test_completion_text_and_ids_survive_exactly(completion: str, ids: list[int]) -> None:
