@@ -72,10 +72,10 @@ def _holder(fd: int) -> str:
     except (OSError, ValueError, UnicodeDecodeError):
         return "another process"
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return f"process {pid}"
-    command = command.strip()
+    command = " ".join(command.replace("\0", " ").split())  # one line, whatever its arguments hold
     return f"process {pid} ({command[:77] + '...' if len(command) > 80 else command})"
 
 

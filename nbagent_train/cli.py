@@ -16,7 +16,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
+from nbagent.errors import NBAgentError
+from nbagent.outputs import check_output_folder
 from nbagent_train.config import (
     ConfigT,
     TrainConfig,
@@ -25,7 +28,6 @@ from nbagent_train.config import (
     read_config_file,
     set_dotted,
 )
-from nbagent_train.errors import TrainError
 
 COMMAND_MODULES: tuple[str, ...] = ("nbagent_train.loop", "nbagent_train.evaluation")
 """Modules that may add subcommands through `register_commands(app: typer.Typer) -> None`."""
@@ -139,7 +141,10 @@ def fit(
     flags = {k: v for k, v in locals().items() if k in FIT_FLAGS}
     flags["trajectories"] = [str(p) for p in [*trajectories, *(more_trajectories or [])]]
     flags["out"] = None if out is None else str(out)
-    run_fit(resolve_config(config, flags, set_ or []), resume=resume, console=console)
+    cfg: TrainConfig = resolve_config(config, flags, set_ or [])
+    if cfg.out is not None:
+        check_output_folder(cfg.out, "the run folder")
+    run_fit(cfg, resume=resume, console=console)
 
 
 def _register_extensions() -> None:
@@ -168,12 +173,13 @@ def exit_on_sigterm() -> None:
 
 
 def main() -> None:
-    """Console-script entry point: clear one-line errors for expected failures, exit code 2."""
+    """Console-script entry point: expected failures (nbagent's own errors: bad settings, paths, a locked
+    run folder) end with one line ``error: ...`` and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     exit_on_sigterm()
     _register_extensions()
     try:
         app()
-    except TrainError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+    except NBAgentError as exc:
+        console.print(Text(f"error: {exc}"), style="red", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None

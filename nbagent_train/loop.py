@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from nbagent.outputs import OutputLock, check_output_folder
 from nbagent.trajectory import TaskSpec, Trajectory, read_trajectories
 from nbagent_train.config import dump_config, load_config
 from nbagent_train.errors import CheckpointError, TrainConfigError, TrainError
@@ -527,14 +528,22 @@ class RLRun:
     # -- the loop --------------------------------------------------------------------------------------
 
     async def run(self) -> RLResult:
-        """Run the remaining iterations; the server is stopped and the backend closed however it ends."""
-        cfg = self.config
-        if not cfg.model:
+        """Run the remaining iterations; the server is stopped and the backend closed however it ends.
+
+        The main process checks the run folder and locks it for the whole run (see
+        `nbagent.outputs.OutputLock`): a second run on the same folder is refused naming this one."""
+        if not self.config.model:
             raise TrainConfigError(
                 "model: no policy given; pass --config RECIPE.yaml or --model PATH_OR_NAME"
             )
-        if _launched_as_main():
+        if not _launched_as_main():
+            return await self._run()
+        with OutputLock(check_output_folder(self.folder.root, "the run folder")):
             self._prepare_folder()
+            return await self._run()
+
+    async def _run(self) -> RLResult:
+        cfg = self.config
         env = self._make_environment()
         schedule = TaskSchedule(env.tasks(cfg.env.split), cfg.rollout.tasks_per_iteration, cfg.rollout.seed)
         backend = self._make_backend()

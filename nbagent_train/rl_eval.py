@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from nbagent.outputs import check_output_folder
 from nbagent.trajectory import read_trajectories
 from nbagent_train.errors import TrainConfigError
 from nbagent_train.rl_config import RLConfig
@@ -99,6 +100,7 @@ async def evaluate_policies(
     from nbagent.rollout import collect
     from nbagent_train.loop import build_agent, open_endpoint
 
+    check_output_folder(plan.out, "the evaluation")
     env = load_environment(config.env.name, **config.env.kwargs)
     tasks = list(env.tasks(plan.split))[: plan.limit]
     if not tasks:
