@@ -39,7 +39,7 @@ class TransformersModel:
         tokenizer: Defaults to the model's own (its folder or `name_or_path`).
         device: `"cpu"`, `"cuda"`, ...; default: CUDA when available, else CPU.
         dtype: torch dtype name for loading (`"float32"`, `"bfloat16"`); default: the checkpoint's.
-        max_new_tokens: Used when the settings give no `max_tokens`.
+        max_new_tokens: Used when the settings give no `max_tokens` (an `Agent` always gives one).
         name: Recorded as the model name (default: the folder's name).
     """
 
