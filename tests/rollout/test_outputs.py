@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from nbagent.trajectory import read_trajectories
+from tests.agent.test_cli_errors import one_error_line
 from tests.fixtures.fake_openai import FakeOpenAIServer
 from tests.rollout.envs import arithmetic_responder
 
@@ -32,15 +33,6 @@ def nbagent(args: list[str], timeout: float = 120) -> subprocess.CompletedProces
     return subprocess.run(
         args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The single stderr line of a failed command (asserting that is all there is)."""
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize("where", ["folder", "under_a_file"])
