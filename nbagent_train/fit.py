@@ -30,7 +30,8 @@ CHECKPOINTS = "checkpoints"
 
 
 def load_trajectories(paths: list[Path]) -> list[Trajectory]:
-    """All trajectories of the given JSONL files, in order; a missing file or corrupt line is an error."""
+    """All trajectories of the given JSONL files, in order; a missing file, a corrupt line or no trajectory at
+    all is an error."""
     if not paths:
         raise TrainConfigError("trajectories: no trajectory file given; pass --trajectories FILE.jsonl")
     out: list[Trajectory] = []
@@ -41,6 +42,11 @@ def load_trajectories(paths: list[Path]) -> list[Trajectory]:
             out.extend(read_trajectories(path))
         except CorruptTrajectoryError as exc:
             raise SampleBuildError(str(exc)) from exc
+    if not out:
+        names = ", ".join(str(p) for p in paths)
+        raise SampleBuildError(
+            f"trajectories: {names} holds no trajectories; record some with `nbagent collect`"
+        )
     return out
 
 
@@ -94,9 +100,14 @@ class FitRun:
     # -- data --------------------------------------------------------------------------------------------
 
     def build(self) -> SampleSet:
+        """Samples of the trajectory files; an error (before any model is loaded) when there are none."""
         trajectories = load_trajectories(list(self.config.trajectories))
         tokenizer = load_tokenizer(self.config)
-        return build_samples(trajectories, self.config.samples, tokenizer)
+        sample_set = build_samples(trajectories, self.config.samples, tokenizer)
+        if not sample_set.samples:
+            self.console.print(sample_set.summary.as_table())
+            raise SampleBuildError("no training samples were built; see the build summary above")
+        return sample_set
 
     def batches(self, sample_set: SampleSet, epoch: int) -> list[list[str]]:
         """Group ids of each RL batch of `epoch` (groups shuffled with a per-epoch seed)."""
@@ -133,8 +144,8 @@ class FitRun:
     def run(self) -> FitResult:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        checkpoint = self._prepare_out()
         sample_set = self.build()
+        checkpoint = self._prepare_out()
         backend = create_backend(self.config)
         main = True
         try:
@@ -146,8 +157,7 @@ class FitRun:
                 (self.out / "build_summary.json").write_text(
                     json.dumps(sample_set.summary.to_dict(), indent=2)
                 )
-            if not sample_set.samples:
-                raise SampleBuildError("no training samples were built; see the build summary above")
+            backend.preflight(sample_set.samples)
             position = _Position()
             if checkpoint is not None:
                 position = _Position(**backend.load(checkpoint)["position"])

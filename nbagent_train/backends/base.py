@@ -56,6 +56,10 @@ class TrainerBackend(Protocol):
         """
         ...
 
+    def preflight(self, samples: Sequence[Sample]) -> None:
+        """Raise (before any training) if one of `samples` could not be trained on in the free memory."""
+        ...
+
     def step(self, samples: Sequence[Sample]) -> dict[str, float]:
         """Train on one RL batch (`run.ppo_epochs` x `run.mini_batches` optimizer steps); return metrics."""
         ...

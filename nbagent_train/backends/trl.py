@@ -2,8 +2,9 @@
 
 What comes from where:
 
-- **TRL**: `add_fused_lm_head` computes per-token log-probabilities and entropies exactly as
-  `GRPOTrainer` does (chunked, without materializing the logits, temperature-scaled);
+- **TRL**: `ChunkedLogProbFunction`, the kernel behind `GRPOTrainer`'s fused LM head, computes per-token
+  log-probabilities and entropies (tiled, without materializing the logits, temperature-scaled), on the
+  scored completion tokens only (`backends/head.py`);
   `disable_dropout_in_model`; `prepare_deepspeed` / `prepare_fsdp` for a full-fine-tuning reference
   model. The loss options and their formulas match `GRPOTrainer._compute_loss` (tested against it).
 - **PEFT** for LoRA (the reference policy is the base model with the adapter disabled).
@@ -28,6 +29,14 @@ from typing import Any, Literal
 import torch
 
 from nbagent_train.backends.base import STATE_FILE, ExportResult
+from nbagent_train.backends.head import add_completion_head
+from nbagent_train.backends.memory import (
+    MemoryBudgetError,
+    estimate,
+    fmt_gib,
+    free_memory,
+    return_freed_memory,
+)
 from nbagent_train.batching import MicroBatch, collate, plan_micro_batches, stretch_plan
 from nbagent_train.config import TrainConfig
 from nbagent_train.errors import BackendError, CheckpointError
@@ -95,7 +104,7 @@ class TRLBackend:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
         from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
-        from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model
+        from trl.trainer.utils import disable_dropout_in_model
 
         cfg = self.config
         if not cfg.model:
@@ -113,8 +122,7 @@ class TRLBackend:
         self.pad_token_id = self._pad_id()
         model.config.use_cache = False
         disable_dropout_in_model(model)
-        outputs = ("log_probs", "entropy") if cfg.run.log_entropy else ("log_probs",)
-        add_fused_lm_head(model, temperature=cfg.loss.temperature, outputs=outputs)
+        add_completion_head(model, temperature=cfg.loss.temperature, entropy=cfg.run.log_entropy)
         if cfg.run.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.is_lora:
@@ -142,11 +150,50 @@ class TRLBackend:
         )
         self._fill_deepspeed_config()
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
-        self.ref_model = self._reference_model(
-            AutoModelForCausalLM, add_fused_lm_head, disable_dropout_in_model
-        )
+        self.ref_model = self._reference_model(AutoModelForCausalLM, disable_dropout_in_model)
         self.accelerator.register_save_state_pre_hook(self._keep_trainable_weights)
+        if self.device.type == "cpu":
+            return_freed_memory()
+        self.memory = estimate(
+            self.accelerator.unwrap_model(self.model),
+            dtype=dtype,
+            checkpointing=cfg.run.gradient_checkpointing,
+            free=free_memory(self.device),
+        )
+        self.token_budget = self._token_budget()
         self._ready = True
+
+    def _token_budget(self) -> int:
+        """`run.micro_batch_tokens`, lowered (with a warning) to what the free memory holds."""
+        wanted = self.config.run.micro_batch_tokens or (8192 if self.device.type == "cuda" else 2048)
+        fitting = self.memory.token_budget
+        if fitting >= wanted:
+            return wanted
+        logger.warning(
+            "run.micro_batch_tokens: %s tokens per micro-batch need about %s but %s is free; using at most "
+            "%s (pass --micro-batch-tokens %s to choose%s)",
+            f"{wanted:,}",
+            fmt_gib(self.memory.needed(wanted)),
+            fmt_gib(self.memory.free),
+            f"{fitting:,}",
+            fitting,
+            "" if self.config.run.gradient_checkpointing else ", or --gradient-checkpointing to fit more",
+        )
+        return max(1, fitting)
+
+    def preflight(self, samples: Sequence[Sample]) -> None:
+        self._require_ready()
+        if not samples:
+            return
+        longest = max(s.num_tokens for s in samples)
+        if self.memory.fits(longest):
+            return
+        hints = [] if self.config.run.gradient_checkpointing else ["pass --gradient-checkpointing"]
+        hints += ["lower --max-prompt-tokens or --max-completion-tokens", "free memory"]
+        raise MemoryBudgetError(
+            f"a sample of {longest:,} tokens needs about {fmt_gib(self.memory.needed(longest))} to train "
+            f"but {fmt_gib(self.memory.free)} is free; {', '.join(hints[:-1])}, or {hints[-1]}"
+        )
 
     def _fill_deepspeed_config(self) -> None:
         """DeepSpeed wants a micro-batch size and clips gradients itself: fill its `auto` values."""
@@ -181,7 +228,7 @@ class TRLBackend:
             model.enable_input_require_grads()
         return model
 
-    def _reference_model(self, auto_cls: Any, add_head: Any, no_dropout: Any) -> Any:
+    def _reference_model(self, auto_cls: Any, no_dropout: Any) -> Any:
         """A frozen copy of the initial policy for the KL term (None with LoRA: the adapter is disabled)."""
         if self.config.loss.kl_coef == 0.0 or self.is_lora:
             return None
@@ -191,7 +238,7 @@ class TRLBackend:
         ref = auto_cls.from_pretrained(self.config.model, dtype=self.dtype)
         ref.config.use_cache = False
         no_dropout(ref)
-        add_head(ref, temperature=self.config.loss.temperature)
+        add_completion_head(ref, temperature=self.config.loss.temperature, entropy=False)
         ref.requires_grad_(False)
         ref.eval()
         kind = self.accelerator.distributed_type
@@ -215,11 +262,9 @@ class TRLBackend:
                 attention_mask=mb.attention_mask,
                 position_ids=mb.position_ids,
                 labels=mb.labels,
-                fused_lm_head=True,
+                score_last=mb.completion_width,
             )
-        width = mb.completion_width
-        entropy = None if out.entropy is None else out.entropy[:, -width:]
-        return out.log_probs[:, -width:], entropy
+        return out.log_probs, out.entropy
 
     def _reference_context(self) -> AbstractContextManager[Any]:
         if self.is_lora:
@@ -241,7 +286,7 @@ class TRLBackend:
         self._require_ready()
         out: list[list[float]] = [[] for _ in samples]
         model = self.accelerator.unwrap_model(self.model)
-        for idx in plan_micro_batches(samples, self.config.run.micro_batch_tokens):
+        for idx in plan_micro_batches(samples, self.token_budget):
             mb = self._collate([samples[i] for i in idx], with_advantages=False)
             mb.labels[:, -mb.completion_width :] = torch.where(
                 mb.attention_mask[:, -mb.completion_width :] > 0,
@@ -275,7 +320,8 @@ class TRLBackend:
         return [float(x) for x in t.tolist()]
 
     def _plan(self, samples: Sequence[Sample]) -> _Plan:
-        plan = plan_micro_batches(samples, self.config.run.micro_batch_tokens) if samples else []
+        self.preflight(samples)
+        plan = plan_micro_batches(samples, self.token_budget) if samples else []
         target = self._max_over_ranks(len(plan))
         plan, fillers = stretch_plan(plan, target) if plan else ([], target)
         batches = [self._collate([samples[i] for i in idx]) for idx in plan]

@@ -104,10 +104,34 @@ def test_bad_config_names_the_field(
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
-def test_missing_trajectory_file_is_reported(tmp_path: Path) -> None:
-    proc = run_cli("fit", "-t", str(tmp_path / "nope.jsonl"), "--model", "m", "--out", str(tmp_path / "o"))
-    assert proc.returncode == 2
-    assert "nope.jsonl does not exist" in proc.stdout
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "nope.jsonl does not exist or is not a file"),
+        ("", "nope.jsonl holds no trajectories; record some with `nbagent collect`"),
+        ("\n\n", "nope.jsonl holds no trajectories"),
+        ('{"task": 1}\n', "nope.jsonl:1: corrupt trajectory record"),
+    ],
+    ids=["missing", "empty", "blank-lines", "corrupt"],
+)
+def test_unusable_trajectory_files_are_reported_before_any_model_is_loaded(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    """One line, exit code 2, no traceback; the model path does not exist, so loading it would fail first."""
+    data = tmp_path / "nope.jsonl"
+    if content is not None:
+        data.write_text(content)
+    out = tmp_path / "o"
+    model = str(tmp_path / "no-model")
+    proc = run_cli("fit", "-t", str(data), "--model", model, "--out", str(out), timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert message in text
+    assert "no-model" not in text
+    assert proc.stdout.startswith("error: "), proc.stdout
+    assert proc.stdout.count("error:") == 1, proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not out.exists()
 
 
 def test_every_flag_maps_to_a_config_field(tmp_path: Path) -> None:
