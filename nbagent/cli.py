@@ -176,7 +176,15 @@ ToolOption = Annotated[
     typer.Option("--tool", help="A host tool as module:function (repeatable).", show_default=False),
 ]
 SandboxOption = Annotated[
-    bool, typer.Option("--sandbox/--no-sandbox", help="Run the kernel in a bubblewrap sandbox.")
+    bool,
+    typer.Option(
+        "--sandbox/--no-sandbox",
+        help="Run kernels in a bubblewrap sandbox: read-only system, private /tmp, no network.",
+    ),
+]
+AllowNetworkOption = Annotated[
+    bool,
+    typer.Option("--allow-network", help="Give the sandboxed kernel the network (tools need none)."),
 ]
 
 
@@ -301,6 +309,7 @@ def agent_settings(
     prefill: str | None,
     tools: list[str] | None,
     sandbox: bool,
+    allow_network: bool,
 ) -> dict[str, Any]:
     """Keyword arguments for `Agent` from the shared flags, with the local model's defaults applied.
 
@@ -309,6 +318,11 @@ def agent_settings(
     from nbagent.kernel import KernelConfig
     from nbagent.trajectory import SamplingSettings
 
+    if allow_network and not sandbox:
+        raise ConfigError(
+            "--allow-network applies to the sandbox only (an unsandboxed kernel has the network): "
+            "add --sandbox, or drop --allow-network."
+        )
     if action_format is None:
         action_format = FormatChoice(LOCAL_FORMAT) if choice.local else FormatChoice.xml
     if prefill is None:
@@ -329,7 +343,7 @@ def agent_settings(
         "action_format": action_format.value,
         "prefill": prefill.replace("\\n", "\n").replace("\\t", "\t") or None,
         "sampling": SamplingSettings(temperature=temperature, max_tokens=max_tokens),
-        "kernel_config": KernelConfig(sandbox=sandbox) if sandbox else None,
+        "kernel_config": KernelConfig(sandbox=True, allow_network=allow_network) if sandbox else None,
         "reminder": LOCAL_REMINDER if choice.local else None,
         "context_budget_tokens": budget,
     }
@@ -442,6 +456,7 @@ def run(
     prefill: PrefillOption = None,
     tool: ToolOption = None,
     sandbox: SandboxOption = False,
+    allow_network: AllowNetworkOption = False,
     notebook: Annotated[
         Path | None,
         typer.Option("--notebook", help="Save the episode as a notebook (default runs/<time>.ipynb)."),
@@ -486,6 +501,7 @@ def run(
             prefill=prefill,
             tools=tool,
             sandbox=sandbox,
+            allow_network=allow_network,
         )
     if choice.local:
         console.print(

@@ -21,6 +21,7 @@ from rich.text import Text
 from nbagent.cli import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    AllowNetworkOption,
     ApiKeyOption,
     BaseUrlOption,
     CellTimeoutOption,
@@ -69,7 +70,9 @@ class EndpointAgentFactory:
     action_format: FormatChoice | None = None
     prefill: str | None = None
     tool: tuple[str, ...] = ()
-    sandbox: bool = False
+    sandbox: bool = True
+    """Episodes of model-written code at scale run sandboxed unless asked otherwise."""
+    allow_network: bool = False
 
     def __call__(self, env: Environment) -> Agent[Any, Any]:
         from nbagent.rollout import agent_for_environment
@@ -86,6 +89,7 @@ class EndpointAgentFactory:
             prefill=self.prefill,
             tools=list(self.tool),
             sandbox=self.sandbox,
+            allow_network=self.allow_network,
         )
         return agent_for_environment(env, choice.model, **settings)
 
@@ -306,7 +310,8 @@ def collect_command(
     action_format: FormatOption = None,
     prefill: PrefillOption = None,
     tool: ToolOption = None,
-    sandbox: SandboxOption = False,
+    sandbox: SandboxOption = True,
+    allow_network: AllowNetworkOption = False,
     progress: ProgressOption = True,
 ) -> None:
     """Run N tasks x K samples of an environment, score them, and append each episode to --out."""
@@ -359,7 +364,8 @@ def eval_command(
     action_format: FormatOption = None,
     prefill: PrefillOption = None,
     tool: ToolOption = None,
-    sandbox: SandboxOption = False,
+    sandbox: SandboxOption = True,
+    allow_network: AllowNetworkOption = False,
     progress: ProgressOption = True,
 ) -> None:
     """Run an environment's tasks and print the accuracy table per dataset (EM, F1, judge, pass@k)."""

@@ -428,7 +428,7 @@ def kernel_config_for(env: Environment, agent: Agent[Any, Any]) -> KernelConfig 
     if env_config is None:
         return agent_config
     if agent_config is not None and agent_config.sandbox and not env_config.sandbox:
-        return env_config.model_copy(update={"sandbox": True})
+        return env_config.model_copy(update={"sandbox": True, "allow_network": agent_config.allow_network})
     return env_config
 
 

@@ -787,6 +787,7 @@ def build_agent(config: RLConfig, env: Environment, endpoint: PolicyEndpoint) ->
     """The agent of a run or evaluation: the recipe's agent settings over the environment's wishes,
     sampling from the endpoint's current model."""
     from nbagent.agent import Agent
+    from nbagent.kernel import KernelConfig
     from nbagent.models.openai import OpenAIModel
     from nbagent.trajectory import SamplingSettings
 
@@ -809,7 +810,8 @@ def build_agent(config: RLConfig, env: Environment, endpoint: PolicyEndpoint) ->
     sampling = SamplingSettings(temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens)
     tokenizer = config.resolved_model() if a.context_budget_tokens is not None else None
     model = OpenAIModel(endpoint.model_name, base_url=endpoint.base_url, tokenizer=tokenizer)
-    return Agent(model, env.tools(), sampling=sampling, **merged)
+    kernel = KernelConfig(sandbox=True, allow_network=a.allow_network) if a.sandbox else None
+    return Agent(model, env.tools(), sampling=sampling, kernel_config=kernel, **merged)
 
 
 def format_iteration(iteration: int, total: int, r: dict[str, Any]) -> str:

@@ -50,6 +50,11 @@ class AgentSection(_Section):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(default=3072, gt=0)
     """Tokens per response (L0: 3,072)."""
+    sandbox: bool = True
+    """Run the episodes' kernels in the bubblewrap sandbox (read-only system, no network): the policy's
+    code is untrusted. False: kernels with the host user's rights (see docs/kernel.md)."""
+    allow_network: bool = False
+    """Give the sandboxed kernels the network (tools run in the host and need none)."""
 
 
 class RolloutSection(_Section):

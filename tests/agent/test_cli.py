@@ -191,6 +191,7 @@ def test_context_budget_follows_the_model_length() -> None:
             prefill=None,
             tools=None,
             sandbox=False,
+            allow_network=False,
         )
 
     endpoint = ModelChoice(ScriptedModel([]), "m", local=False, context_tokens=4096)
