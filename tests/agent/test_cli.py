@@ -144,6 +144,7 @@ def test_show_and_export(server: FakeOpenAIServer, runner: CliRunner, tmp_path: 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the subprocess's own bound: a loaded 2-core machine runs the model slowly
 def test_run_on_the_embedded_model_as_a_subprocess(tmp_path: Path) -> None:
     """The README's demo: no endpoint, SmolLM2-135M in-process, a notebook that opens."""
     env = {k: v for k, v in os.environ.items() if k not in ENDPOINT_ENV}
