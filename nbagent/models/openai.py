@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,11 @@ logger = logging.getLogger(__name__)
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 _SERVER_FIELDS = ("return_token_ids", "logprobs", "continue_final_message", "add_generation_prompt")
 _REJECTION_WORDS = ("unrecognized", "unknown", "not permitted", "extra inputs", "unexpected", "not supported")
+_CONTEXT_OVERFLOW = re.compile(
+    r"maximum context length is \d+ tokens\. However, you requested \d+ output tokens"
+)
+"""vLLM's refusal of a reply budget that does not fit its context after the prompt (the prompt count in
+it is only a lower bound, so the room left cannot be computed from it)."""
 
 
 def default_base_url() -> str | None:
@@ -118,6 +124,24 @@ class OpenAIModel(EndpointModel):
         return [entry.id for entry in page.data]
 
     async def _send(
+        self, sent: list[ChatMessage], settings: SamplingSettings, prefill: str | None
+    ) -> Response:
+        """One request; when the server says the reply's `max_tokens` does not fit its context after
+        this prompt (vLLM), once more without `max_tokens`, so the reply gets the (smaller) room left."""
+        try:
+            return await self._send_with_fields(sent, settings, prefill)
+        except openai.BadRequestError as exc:
+            if settings.max_tokens is None or not _CONTEXT_OVERFLOW.search(api_error_message(exc)):
+                raise
+            logger.warning(
+                "%s: max_tokens=%d does not fit the context after this prompt; asking for the room left.",
+                self.where,
+                settings.max_tokens,
+            )
+            unbounded = settings.model_copy(update={"max_tokens": None})
+            return await self._send_with_fields(sent, unbounded, prefill)
+
+    async def _send_with_fields(
         self, sent: list[ChatMessage], settings: SamplingSettings, prefill: str | None
     ) -> Response:
         """One request; when the server rejects vLLM's extra fields, once more without them."""

@@ -147,6 +147,19 @@ async def test_other_bad_requests_fail_fast_and_keep_the_server_fields() -> None
     assert model.sends_server_fields
 
 
+async def test_a_reply_budget_past_the_context_is_asked_again_for_the_room_left() -> None:
+    refusal = (
+        "This model's maximum context length is 4096 tokens. However, you requested 3072 output tokens and "
+        "your prompt contains at least 1101 input tokens, for a total of at least 4173 tokens."
+    )
+    with ReplayServer([error_reply(400, refusal), chat_reply("4")]) as server:
+        model = _model(server)
+        call = await model.complete(USER, SamplingSettings(max_tokens=3072))
+    assert call.completion == "4"
+    assert [body.get("max_tokens") for body in server.requests] == [3072, None]  # None: vLLM gives the rest
+    assert model.sends_server_fields
+
+
 async def test_a_bad_request_that_persists_without_the_fields_keeps_them() -> None:
     with ReplayServer([error_reply(400, "unknown role 'robot'")]) as server:
         model = _model(server)

@@ -105,6 +105,20 @@ async def test_stop_string_is_cut_from_the_text(vllm_server: PolicyServer) -> No
     assert cut.completion == free.completion[: free.completion.index(stop)]
 
 
+async def test_a_reply_budget_past_the_context_gets_the_room_left(
+    vllm_server: PolicyServer, tokenizer: Any
+) -> None:
+    """vLLM refuses prompt + max_tokens over its max_model_len (4096 here); the model asks again and the
+    reply gets the room left (a prompt of about 4,000 tokens leaves little, so this stays quick)."""
+    long = [{"role": "user", "content": "Count the words:" + " word" * 4000}]
+    prompt_tokens = len(tokenizer.apply_chat_template(long, add_generation_prompt=True, return_dict=False))
+    assert 4096 - 200 < prompt_tokens < 4096
+    call = await _model(vllm_server).complete(long, SamplingSettings(temperature=0.0, max_tokens=200))
+    assert call.usage is not None
+    assert call.usage.prompt_tokens == prompt_tokens
+    assert call.usage.completion_tokens <= 4096 - prompt_tokens
+
+
 async def test_unknown_model_error_lists_what_vllm_serves(vllm_server: PolicyServer) -> None:
     with pytest.raises(
         ModelError,
