@@ -545,6 +545,7 @@ def run(
         payload = {
             "answer": traj.final_answer,
             "termination": str(traj.termination),
+            "termination_detail": traj.termination_detail,
             "error": traj.error,
             "steps": len(traj.steps),
             "notebook": str(outcome.saved["notebook"]) if "notebook" in outcome.saved else None,

@@ -69,6 +69,7 @@ def test_run_json_and_quiet(server: FakeOpenAIServer, runner: CliRunner) -> None
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["answer"] == "391"
     assert payload["termination"] == "submitted"
+    assert payload["termination_detail"]
     assert payload["notebook"] is None
     assert "Step 1" not in result.output
 
