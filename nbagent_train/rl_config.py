@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from nbagent.trajectory import DEFAULT_MAX_TOKENS
 from nbagent_train.config import TrainConfig, _Section
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
@@ -48,8 +49,8 @@ class AgentSection(_Section):
     observation_chars: int = Field(default=4000, gt=0)
     temperature: float = Field(default=1.0, ge=0.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(default=3072, gt=0)
-    """Tokens per response (L0: 3,072)."""
+    max_tokens: int | None = Field(default=DEFAULT_MAX_TOKENS, gt=0)
+    """Tokens per response (the agent's default, L0's 3,072)."""
     sandbox: bool = True
     """Run the episodes' kernels in the bubblewrap sandbox (read-only system, no network): the policy's
     code is untrusted. False: kernels with the host user's rights (see docs/kernel.md)."""
