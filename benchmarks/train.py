@@ -399,25 +399,34 @@ def bench_memory(console: Console, shapes: list[tuple[int, int]]) -> Table:
         "peak RSS",
         "over model",
         "per token",
+        "vs GRPOTrainer (peak / per token)",
     ):
         table.add_column(col, justify="left" if col == "trainer" else "right")
     for prompt_tokens, count in shapes:
-        for side, name in (("ours", "nbagent_train"), ("trl", "TRL GRPOTrainer")):
+        results: dict[str, dict[str, Any]] = {}
+        for side, name in (("trl", "TRL GRPOTrainer"), ("ours", "nbagent_train")):
             cmd = [sys.executable, __file__, "--memory-child", side, str(prompt_tokens), str(count)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 console.print(f"{name} at {prompt_tokens} prompt tokens failed:\n{proc.stderr[-2000:]}")
                 continue
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            over = r["peak"] - r["loaded"]
+            r = results[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+            r["per_token"] = (r["peak"] - r["loaded"]) / r["largest"]
+            base = results.get("trl")
+            ratio = (
+                f"{r['peak'] / base['peak']:.2f}x / {r['per_token'] / base['per_token']:.2f}x"
+                if base is not None and side == "ours"
+                else ""
+            )
             row = (
                 f"{prompt_tokens:,}",
                 str(r["samples"]),
                 name,
                 f"{r['largest']:,} tok",
                 f"{r['peak'] / 1024**3:.2f} GB",
-                f"{over / 1024**3:.2f} GB",
-                f"{over / r['largest'] / 1024:.0f} KB",
+                f"{(r['peak'] - r['loaded']) / 1024**3:.2f} GB",
+                f"{r['per_token'] / 1024:.0f} KB",
+                ratio,
             )
             console.print("  ".join(row) + f"  ({r['seconds']:.0f} s)")
             table.add_row(*row)
