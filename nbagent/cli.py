@@ -144,6 +144,7 @@ MaxTokensOption = Annotated[
         show_default=False,
     ),
 ]
+DEFAULT_CELL_TIMEOUT = 60.0
 CellTimeoutOption = Annotated[float, typer.Option("--cell-timeout", help="Seconds per cell.")]
 EpisodeTimeoutOption = Annotated[
     float | None,
@@ -352,6 +353,29 @@ def agent_settings(
     return settings
 
 
+def local_agent_settings(
+    model: Model, folder: Path, *, max_steps: int = 10, sandbox: bool = False
+) -> dict[str, Any]:
+    """The `Agent` keyword arguments `nbagent run` gives an in-process model from `folder`, with every
+    other flag at its default: what the embedded agent is trained and measured with."""
+    choice = ModelChoice(
+        model, f"local model {folder}", local=True, context_tokens=_folder_context_tokens(folder)
+    )
+    return agent_settings(
+        choice,
+        max_steps=max_steps,
+        temperature=None,
+        max_tokens=None,
+        cell_timeout=DEFAULT_CELL_TIMEOUT,
+        episode_timeout=None,
+        action_format=None,
+        prefill=None,
+        tools=None,
+        sandbox=sandbox,
+        allow_network=False,
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # Printing steps
 # --------------------------------------------------------------------------------------------------
@@ -450,7 +474,7 @@ def run(
     max_steps: MaxStepsOption = 10,
     temperature: TemperatureOption = None,
     max_tokens: MaxTokensOption = None,
-    cell_timeout: CellTimeoutOption = 60.0,
+    cell_timeout: CellTimeoutOption = DEFAULT_CELL_TIMEOUT,
     episode_timeout: EpisodeTimeoutOption = None,
     action_format: FormatOption = None,
     prefill: PrefillOption = None,
