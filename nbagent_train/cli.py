@@ -12,7 +12,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -29,6 +29,8 @@ from nbagent_train.config import (
     set_dotted,
 )
 
+TrainConfigT = TypeVar("TrainConfigT", bound=TrainConfig)
+
 COMMAND_MODULES: tuple[str, ...] = ("nbagent_train.loop", "nbagent_train.evaluation")
 """Modules that may add subcommands through `register_commands(app: typer.Typer) -> None`."""
 
@@ -41,24 +43,19 @@ app = typer.Typer(
 )
 console = Console()
 
-# CLI flag -> config field. Every flag of `fit` lands in the config, nowhere else.
-FIT_FLAGS: dict[str, str] = {
+# CLI flag -> config field. Every flag of `fit` and `sft` lands in the config, nowhere else.
+COMMON_FLAGS: dict[str, str] = {
     "trajectories": "trajectories",
     "model": "model",
     "tokenizer": "tokenizer",
     "out": "out",
     "backend": "backend",
     "lora_rank": "lora.rank",
-    "algo": "advantage.estimator",
     "mode": "samples.mode",
     "lr": "optim.learning_rate",
     "epochs": "run.epochs",
     "max_steps": "run.max_steps",
-    "batch_groups": "run.batch_groups",
     "micro_batch_tokens": "run.micro_batch_tokens",
-    "kl_coef": "loss.kl_coef",
-    "clip_low": "loss.clip_low",
-    "clip_high": "loss.clip_high",
     "max_prompt_tokens": "samples.max_prompt_tokens",
     "max_completion_tokens": "samples.max_completion_tokens",
     "dtype": "run.dtype",
@@ -66,6 +63,18 @@ FIT_FLAGS: dict[str, str] = {
     "save_every": "run.save_every",
     "seed": "run.seed",
     "export_merged": "export_merged",
+}
+FIT_FLAGS: dict[str, str] = COMMON_FLAGS | {
+    "algo": "advantage.estimator",
+    "batch_groups": "run.batch_groups",
+    "kl_coef": "loss.kl_coef",
+    "clip_low": "loss.clip_low",
+    "clip_high": "loss.clip_high",
+}
+SFT_FLAGS: dict[str, str] = COMMON_FLAGS | {
+    "batch_episodes": "run.batch_groups",
+    "min_reward": "select.min_reward",
+    "success_key": "select.success_key",
 }
 
 
@@ -94,57 +103,125 @@ def _root() -> None:
     """RL fine-tuning from nbagent trajectories."""
 
 
+# Options `fit` and `sft` share (each command gives them its own defaults).
+Trajectories = Annotated[
+    list[Path], typer.Option("--trajectories", "-t", help="Trajectory JSONL file(s) written by nbagent.")
+]
+MoreTrajectories = Annotated[
+    list[Path] | None, typer.Argument(help="More trajectory files (after --trajectories A.jsonl).")
+]
+Model = Annotated[
+    str | None, typer.Option(help="Policy: HF model folder, or smollm2-135m-instruct.", show_default=False)
+]
+Out = Annotated[Path | None, typer.Option(help="Run folder for checkpoints, metrics and weights.")]
+Recipe = Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe.")]
+Resume = Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")]
+Tokenizer = Annotated[str | None, typer.Option(help="Tokenizer folder if not the model's.")]
+Backend = Annotated[str | None, typer.Option(help="Trainer backend (default: trl).")]
+LoraRank = Annotated[int | None, typer.Option(help="LoRA rank; 0 trains all weights.")]
+Lr = Annotated[float | None, typer.Option(help="Learning rate.")]
+Epochs = Annotated[int | None, typer.Option(help="Passes over the trajectories.")]
+MaxSteps = Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")]
+MicroBatchTokens = Annotated[int | None, typer.Option(help="Padded tokens per forward pass.")]
+MaxPromptTokens = Annotated[int | None, typer.Option(help="Prompt limit (see prompt_overflow).")]
+MaxCompletionTokens = Annotated[int | None, typer.Option(help="Longer completions are cut.")]
+Dtype = Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16")]
+GradientCheckpointing = Annotated[
+    bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
+]
+SaveEvery = Annotated[int | None, typer.Option(help="Checkpoint every N iterations.")]
+Seed = Annotated[int | None, typer.Option(help="Random seed.")]
+ExportMerged = Annotated[
+    bool | None, typer.Option("--export-merged/--no-export-merged", help="LoRA: also save merged.")
+]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Any config field: --set loss.kl_coef=0.001")]
+
+
+def _config_from_flags(
+    values: dict[str, Any], flag_map: dict[str, str], cls: type[TrainConfigT]
+) -> TrainConfigT:
+    """The config of a `fit`-like command from its parameters (`locals()`): recipe, --set, flags."""
+    flags = {k: v for k, v in values.items() if k in flag_map}
+    flags["trajectories"] = [str(p) for p in [*values["trajectories"], *(values["more_trajectories"] or [])]]
+    flags["out"] = None if values["out"] is None else str(values["out"])
+    cfg = resolve_config(values["config"], flags, values["set_"] or [], flag_map=flag_map, cls=cls)
+    if cfg.out is not None:
+        check_output_folder(cfg.out, "the run folder")
+    return cfg
+
+
 @app.command()
 def fit(
-    trajectories: Annotated[
-        list[Path],
-        typer.Option("--trajectories", "-t", help="Trajectory JSONL file(s) written by nbagent."),
-    ],
-    more_trajectories: Annotated[
-        list[Path] | None, typer.Argument(help="More trajectory files (after --trajectories A.jsonl).")
-    ] = None,
-    model: Annotated[str | None, typer.Option(help="Policy model folder (Hugging Face format).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run folder for checkpoints, metrics and weights.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
-    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer folder if not the model's.")] = None,
-    backend: Annotated[str | None, typer.Option(help="Trainer backend (default: trl).")] = None,
-    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank; 0 trains all weights.")] = None,
+    trajectories: Trajectories,
+    more_trajectories: MoreTrajectories = None,
+    model: Model = None,
+    out: Out = None,
+    config: Recipe = None,
+    resume: Resume = False,
+    tokenizer: Tokenizer = None,
+    backend: Backend = None,
+    lora_rank: LoraRank = None,
     algo: Annotated[str | None, typer.Option(help="grpo | dr_grpo | rloo | reinforce_pp")] = None,
     mode: Annotated[str | None, typer.Option(help="Samples: per_step | merged.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Passes over the trajectories.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    lr: Lr = None,
+    epochs: Epochs = None,
+    max_steps: MaxSteps = None,
     batch_groups: Annotated[int | None, typer.Option(help="Task groups per RL batch.")] = None,
-    micro_batch_tokens: Annotated[int | None, typer.Option(help="Padded tokens per forward pass.")] = None,
+    micro_batch_tokens: MicroBatchTokens = None,
     kl_coef: Annotated[float | None, typer.Option(help="KL-to-reference loss weight.")] = None,
     clip_low: Annotated[float | None, typer.Option(help="PPO clip below 1.")] = None,
     clip_high: Annotated[float | None, typer.Option(help="PPO clip above 1.")] = None,
-    max_prompt_tokens: Annotated[int | None, typer.Option(help="Prompt limit (see prompt_overflow).")] = None,
-    max_completion_tokens: Annotated[int | None, typer.Option(help="Longer completions are cut.")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16")] = None,
-    gradient_checkpointing: Annotated[
-        bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
-    ] = None,
-    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N iterations.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    export_merged: Annotated[
-        bool | None, typer.Option("--export-merged/--no-export-merged", help="LoRA: also save merged.")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Any config field: --set loss.kl_coef=0.001")
-    ] = None,
+    max_prompt_tokens: MaxPromptTokens = None,
+    max_completion_tokens: MaxCompletionTokens = None,
+    dtype: Dtype = None,
+    gradient_checkpointing: GradientCheckpointing = None,
+    save_every: SaveEvery = None,
+    seed: Seed = None,
+    export_merged: ExportMerged = None,
+    set_: Sets = None,
 ) -> None:
     """Train a policy on recorded trajectories and save servable weights (LoRA adapter or full model)."""
     from nbagent_train.fit import fit as run_fit
 
-    flags = {k: v for k, v in locals().items() if k in FIT_FLAGS}
-    flags["trajectories"] = [str(p) for p in [*trajectories, *(more_trajectories or [])]]
-    flags["out"] = None if out is None else str(out)
-    cfg: TrainConfig = resolve_config(config, flags, set_ or [])
-    if cfg.out is not None:
-        check_output_folder(cfg.out, "the run folder")
-    run_fit(cfg, resume=resume, console=console)
+    run_fit(_config_from_flags(locals(), FIT_FLAGS, TrainConfig), resume=resume, console=console)
+
+
+@app.command()
+def sft(
+    trajectories: Trajectories,
+    more_trajectories: MoreTrajectories = None,
+    model: Model = None,
+    out: Out = None,
+    config: Recipe = None,
+    resume: Resume = False,
+    success_key: Annotated[
+        str | None, typer.Option(help="Keep episodes whose reward breakdown has this key >= 1.")
+    ] = None,
+    min_reward: Annotated[float | None, typer.Option(help="Keep episodes with total reward >= this.")] = None,
+    tokenizer: Tokenizer = None,
+    backend: Backend = None,
+    lora_rank: LoraRank = None,
+    mode: Annotated[str | None, typer.Option(help="Samples: merged (default) | per_step.")] = None,
+    lr: Lr = None,
+    epochs: Epochs = None,
+    max_steps: MaxSteps = None,
+    batch_episodes: Annotated[int | None, typer.Option(help="Episodes per batch (default 8).")] = None,
+    micro_batch_tokens: MicroBatchTokens = None,
+    max_prompt_tokens: MaxPromptTokens = None,
+    max_completion_tokens: MaxCompletionTokens = None,
+    dtype: Dtype = None,
+    gradient_checkpointing: GradientCheckpointing = None,
+    save_every: SaveEvery = None,
+    seed: Seed = None,
+    export_merged: ExportMerged = None,
+    set_: Sets = None,
+) -> None:
+    """Supervised fine-tuning on the episodes that pass `select` (default: those that submitted an answer);
+    saves a LoRA adapter (or full model) that `rl` can start from (lora.init_adapter)."""
+    from nbagent_train.sft import SFTConfig
+    from nbagent_train.sft import sft as run_sft
+
+    run_sft(_config_from_flags(locals(), SFT_FLAGS, SFTConfig), resume=resume, console=console)
 
 
 def _register_extensions() -> None:

@@ -18,6 +18,10 @@ from nbagent_train.errors import TrainConfigError
 
 Estimator = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"]
 Aggregation = Literal["token_mean", "sequence_mean", "constant"]
+Objective = Literal["policy_gradient", "sft"]
+
+SMOLLM2_ALIAS = "smollm2-135m-instruct"
+"""`model: smollm2-135m-instruct` means the SmolLM2 folder `nbagent.models.local.ensure_smollm2()` makes."""
 
 
 class _Section(BaseModel):
@@ -91,6 +95,15 @@ class LoraSettings(_Section):
     """Default: twice the rank."""
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    init_adapter: Path | None = None
+    """A PEFT adapter folder (e.g. an `nbagent-train sft` run's ``final/``) to start from, trainable,
+    instead of a fresh LoRA; its rank and target modules must match this section's."""
+
+    @model_validator(mode="after")
+    def _check_init_adapter(self) -> LoraSettings:
+        if self.init_adapter is not None and self.rank == 0:
+            raise ValueError("lora.init_adapter needs LoRA: set lora.rank to the adapter's rank, not 0")
+        return self
 
 
 class OptimConfig(_Section):
@@ -114,7 +127,7 @@ class RunConfig(_Section):
     Default: 8,192 on a GPU, 2,048 on a CPU (where larger ones are no faster); either way lowered to what
     the free memory holds."""
     batch_groups: int | None = Field(default=None, gt=0)
-    """`fit`: task groups per RL batch (default: all groups in one batch)."""
+    """`fit`: task groups per RL batch (default: all groups in one batch); `sft`: episodes per batch."""
     mini_batches: int = Field(default=1, gt=0)
     """Optimizer steps per RL batch (the batch is split into this many parts)."""
     ppo_epochs: int = Field(default=1, gt=0)
@@ -142,12 +155,16 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     model: str = ""
-    """Policy: a Hugging Face folder (or hub name where the hub is reachable)."""
+    """Policy: a Hugging Face folder (or hub name where the hub is reachable); `smollm2-135m-instruct`
+    for the SmolLM2 folder nbagent converts locally."""
     tokenizer: str | None = None
     """Tokenizer folder when it differs from `model` (used only to re-tokenize steps without ids)."""
     trajectories: list[Path] = Field(default_factory=list)
     out: Path | None = None
     backend: str = "trl"
+    objective: Objective = "policy_gradient"
+    """`policy_gradient`: the clipped PG loss on advantages; `sft`: token-mean negative log-likelihood of
+    the completion tokens (`nbagent-train sft`)."""
     export_merged: bool = False
     """LoRA runs: also write the merged full checkpoint next to the adapter."""
     samples: SampleConfig = Field(default_factory=lambda: SampleConfig())
@@ -164,9 +181,20 @@ class TrainConfig(BaseModel):
             raise ValueError(f"loss.is_floor ({floor}) is above loss.is_cap ({cap})")
         return self
 
+    def resolved_model(self) -> str:
+        """The policy folder or name, with the SmolLM2 alias turned into its converted folder."""
+        if self.model.lower() == SMOLLM2_ALIAS:
+            from nbagent.models.local import ensure_smollm2
+
+            return str(ensure_smollm2())
+        return self.model
+
     @property
     def aggregation(self) -> Aggregation:
-        """The loss aggregation in effect (the estimator's natural one unless set)."""
+        """The loss aggregation in effect (token mean for `sft`; else the estimator's natural one unless
+        set)."""
+        if self.objective == "sft":
+            return "token_mean"
         if self.loss.aggregation is not None:
             return self.loss.aggregation
         return "constant" if self.advantage.estimator == "dr_grpo" else "token_mean"

@@ -80,19 +80,27 @@ class FitResult:
 
 
 @dataclass
-class _Position:
+class Position:
+    """Where a run is: epoch, batch within it, and iteration (batches done, 1-based)."""
+
     epoch: int = 0
     batch: int = 0
     iteration: int = 0
 
 
 class FitRun:
-    """One offline training run; `run()` does everything, the pieces are public for reuse."""
+    """One offline training run; `run()` does everything, the pieces are public for reuse.
+
+    Subclasses (`nbagent_train.sft.SFTRun`) change what is kept (`select`), the batch unit (`batch_units`),
+    one batch's update (`train_batch`) and the progress line (`format_metrics`)."""
+
+    name = "fit"
+    """The command's name, shown on the progress bar."""
 
     def __init__(self, config: TrainConfig, *, resume: bool = False, console: Console | None = None) -> None:
         if config.out is None:
             raise TrainConfigError("out: no output folder given; pass --out DIR")
-        self.config = config
+        self.config = config.model_copy(update={"model": config.resolved_model()})
         self.out = Path(config.out)
         self.resume = resume
         self.console = console or Console()
@@ -101,7 +109,7 @@ class FitRun:
 
     def build(self) -> SampleSet:
         """Samples of the trajectory files; an error (before any model is loaded) when there are none."""
-        trajectories = load_trajectories(list(self.config.trajectories))
+        trajectories = self.select(load_trajectories(list(self.config.trajectories)))
         tokenizer = load_tokenizer(self.config)
         sample_set = build_samples(trajectories, self.config.samples, tokenizer)
         if not sample_set.samples:
@@ -109,19 +117,27 @@ class FitRun:
             raise SampleBuildError("no training samples were built; see the build summary above")
         return sample_set
 
-    def batches(self, sample_set: SampleSet, epoch: int) -> list[list[str]]:
-        """Group ids of each RL batch of `epoch` (groups shuffled with a per-epoch seed)."""
-        groups = list(group_episodes(sample_set.episodes))
-        random.Random(self.config.run.seed * 1_000_003 + epoch).shuffle(groups)
-        size = self.config.run.batch_groups or len(groups) or 1
-        return [groups[i : i + size] for i in range(0, len(groups), size)]
+    def select(self, trajectories: list[Trajectory]) -> list[Trajectory]:
+        """The trajectories to train on (`fit`: all of them)."""
+        return trajectories
 
-    def _schedule(self, sample_set: SampleSet) -> Iterator[tuple[_Position, list[str]]]:
+    def batch_units(self, sample_set: SampleSet) -> list[str]:
+        """The ids batches are made of (`fit`: task groups, which advantages are computed within)."""
+        return list(group_episodes(sample_set.episodes))
+
+    def batches(self, sample_set: SampleSet, epoch: int) -> list[list[str]]:
+        """Unit ids of each batch of `epoch` (units shuffled with a per-epoch seed)."""
+        units = self.batch_units(sample_set)
+        random.Random(self.config.run.seed * 1_000_003 + epoch).shuffle(units)
+        size = self.config.run.batch_groups or len(units) or 1
+        return [units[i : i + size] for i in range(0, len(units), size)]
+
+    def _schedule(self, sample_set: SampleSet) -> Iterator[tuple[Position, list[str]]]:
         iteration = 0
         for epoch in range(self.config.run.epochs):
             for b, groups in enumerate(self.batches(sample_set, epoch)):
                 iteration += 1
-                yield _Position(epoch, b, iteration), groups
+                yield Position(epoch, b, iteration), groups
 
     def total_optimizer_steps(self, sample_set: SampleSet) -> int:
         run = self.config.run
@@ -158,9 +174,9 @@ class FitRun:
                     json.dumps(sample_set.summary.to_dict(), indent=2)
                 )
             backend.preflight(sample_set.samples)
-            position = _Position()
+            position = Position()
             if checkpoint is not None:
-                position = _Position(**backend.load(checkpoint)["position"])
+                position = Position(**backend.load(checkpoint)["position"])
                 if main:
                     self.console.print(f"resumed from {checkpoint} (iteration {position.iteration})")
             logger = (
@@ -171,20 +187,22 @@ class FitRun:
                 else None
             )
             schedule = list(self._schedule(sample_set))
-            columns = (TextColumn("[bold]fit"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            label = TextColumn(f"[bold]{self.name}")
+            columns = (label, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             with Progress(*columns, console=self.console, disable=not main) as progress:
-                task = progress.add_task("fit", total=len(schedule), completed=position.iteration)
+                task = progress.add_task(self.name, total=len(schedule), completed=position.iteration)
                 last = position
                 for pos, groups in schedule:
                     if pos.iteration <= position.iteration:
                         continue
                     if self._max_steps_reached(backend):
                         break
-                    metrics = self._iterate(backend, sample_set, pos, groups)
+                    metrics = self.train_batch(backend, sample_set, pos, groups)
                     last = pos
                     if metrics is not None and logger is not None:
+                        metrics |= {"epoch": float(pos.epoch), "global_step": float(backend.global_step)}
                         logger.log(pos.iteration, metrics)
-                        progress.console.print(format_metrics(pos.iteration, len(schedule), metrics))
+                        progress.console.print(self.format_metrics(pos.iteration, len(schedule), metrics))
                     progress.update(task, completed=pos.iteration)
                     every = self.config.run.save_every
                     if every and pos.iteration % every == 0:
@@ -212,9 +230,11 @@ class FitRun:
         limit = self.config.run.max_steps
         return limit is not None and backend.global_step >= limit
 
-    def _iterate(
-        self, backend: TrainerBackend, sample_set: SampleSet, pos: _Position, groups: list[str]
+    def train_batch(
+        self, backend: TrainerBackend, sample_set: SampleSet, pos: Position, groups: list[str]
     ) -> dict[str, float] | None:
+        """Advantages within each group of the batch, then one `backend.step`; None when nothing was left
+        to train on."""
         wanted = set(groups)
         episodes = [e for e in sample_set.episodes if e.group_id in wanted]
         samples: list[Sample] = [s for s in sample_set.samples if s.group_id in wanted]
@@ -227,12 +247,12 @@ class FitRun:
                     f"({adv.groups_dropped} of {adv.groups} groups had equal rewards); skipped[/]"
                 )
             return None
-        metrics = backend.step(adv.samples)
-        metrics |= adv.stats
-        metrics |= {"epoch": float(pos.epoch), "global_step": float(backend.global_step)}
-        return metrics
+        return backend.step(adv.samples) | adv.stats
 
-    def checkpoint(self, backend: TrainerBackend, pos: _Position) -> Path:
+    def format_metrics(self, iteration: int, total: int, metrics: dict[str, float]) -> str:
+        return format_metrics(iteration, total, metrics)
+
+    def checkpoint(self, backend: TrainerBackend, pos: Position) -> Path:
         path = self.out / CHECKPOINTS / f"step-{pos.iteration:06d}"
         backend.save(path, {"position": {"epoch": pos.epoch, "batch": pos.batch, "iteration": pos.iteration}})
         if backend.is_main_process:

@@ -12,10 +12,13 @@ The formulas and their order follow TRL 1.16's `GRPOTrainer._compute_loss` for t
   (low variance, TRL's and L0's) or ``k1 = logp - ref``, optionally times the ratio;
 - aggregation: token-mean, sequence-mean, or Dr. GRPO's constant normalizer. The normalizer is passed in, so
   a batch split into micro-batches (gradient accumulation) gives the same gradient as one big batch.
+
+`nll_loss` is the supervised objective (`nbagent-train sft`): ``-logp`` of every scored token, token mean.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -95,6 +98,7 @@ class LossStats:
     clip_low: float = 0.0
     clip_high: float = 0.0
     ratio: float = 0.0
+    nll: float = 0.0
     is_weight: float = 0.0
     is_weight_min: float = float("inf")
     is_weight_max: float = float("-inf")
@@ -108,6 +112,11 @@ class LossStats:
                 setattr(self, f.name, max(mine, theirs))
             else:
                 setattr(self, f.name, mine + theirs)
+
+    def report_nll(self) -> dict[str, float]:
+        """The supervised objective's means: NLL per scored token and its perplexity."""
+        nll = self.nll / max(self.tokens, 1.0)
+        return {"nll": nll, "perplexity": math.exp(min(nll, 50.0))}
 
     def report(self) -> dict[str, float]:
         """Means per scored token (clip fractions, KL, ratio, IS weight)."""
@@ -194,3 +203,13 @@ def policy_loss(
                 stats.is_weight_min = float(scored.min())
                 stats.is_weight_max = float(scored.max())
     return LossOutput(loss=loss, stats=stats)
+
+
+def nll_loss(logps: torch.Tensor, mask: torch.Tensor, *, normalizer: float) -> LossOutput:
+    """Negative log-likelihood of the scored tokens (`mask` 1), summed and divided by `normalizer` (the
+    batch's scored tokens: a token mean that micro-batches add up to)."""
+    mask = mask.to(logps.dtype)
+    total = -(logps * mask).sum()
+    with torch.no_grad():
+        stats = LossStats(tokens=float(mask.sum()), sequences=float(mask.shape[0]), nll=float(total))
+    return LossOutput(loss=total / normalizer, stats=stats)

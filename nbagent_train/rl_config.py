@@ -12,10 +12,17 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from nbagent.trajectory import DEFAULT_MAX_TOKENS
-from nbagent_train.config import TrainConfig, _Section
+from nbagent_train.config import SMOLLM2_ALIAS, TrainConfig, _Section
 
-SMOLLM2_ALIAS = "smollm2-135m-instruct"
-"""`model: smollm2-135m-instruct` means the SmolLM2 folder `nbagent.models.local.ensure_smollm2()` makes."""
+__all__ = [
+    "SMOLLM2_ALIAS",
+    "AgentSection",
+    "EnvSection",
+    "LoopSection",
+    "RLConfig",
+    "RolloutSection",
+    "ServerSection",
+]
 
 
 class EnvSection(_Section):
@@ -146,11 +153,3 @@ class RLConfig(TrainConfig):
                 "(importance sampling against the recorded behaviour logprobs)"
             )
         return self
-
-    def resolved_model(self) -> str:
-        """The policy folder or name, with the SmolLM2 alias turned into its converted folder."""
-        if self.model.lower() == SMOLLM2_ALIAS:
-            from nbagent.models.local import ensure_smollm2
-
-            return str(ensure_smollm2())
-        return self.model

@@ -11,6 +11,9 @@ What comes from where:
 - **accelerate** for devices, mixed precision, DDP / FSDP / DeepSpeed, gradient sync and checkpoints.
 - **ours**: token-budget micro-batches of token-exact samples (prompts of any length, masked observation
   tokens, per-token advantages) and one `step(batch)` call per RL batch, which an online loop drives.
+
+With `objective: sft` the same machinery trains the token-mean NLL of the completion tokens instead (no
+advantages, old or reference logprobs).
 """
 
 from __future__ import annotations
@@ -40,7 +43,14 @@ from nbagent_train.backends.memory import (
 from nbagent_train.batching import MicroBatch, collate, plan_micro_batches, stretch_plan
 from nbagent_train.config import TrainConfig
 from nbagent_train.errors import BackendError, CheckpointError
-from nbagent_train.losses import LossStats, aggregation_normalizer, importance_weights, policy_loss
+from nbagent_train.losses import (
+    LossOutput,
+    LossStats,
+    aggregation_normalizer,
+    importance_weights,
+    nll_loss,
+    policy_loss,
+)
 from nbagent_train.samples import Sample
 
 logger = logging.getLogger("nbagent_train")
@@ -69,6 +79,18 @@ class _Plan:
         self.ref: list[torch.Tensor | None] = [None] * len(batches)
 
 
+def _linear_module_names(model: Any) -> list[str]:
+    """The leaf names of the linear layers PEFT's `all-linear` targets (every one but the output head)."""
+    head = model.get_output_embeddings()
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and module is not head
+        }
+    )
+
+
 class TRLBackend:
     """`TrainerBackend` on TRL + PEFT + accelerate. Call `setup()` before anything else."""
 
@@ -79,6 +101,9 @@ class TRLBackend:
         self._step = 0
         self._ready = False
         self._rng = random.Random(config.run.seed)
+        self._pg = config.objective == "policy_gradient"
+        self._kl = self._pg and config.loss.kl_coef != 0.0
+        """Whether the loss has a KL term (and so needs reference logprobs)."""
 
     # -- properties ------------------------------------------------------------------------------------
 
@@ -216,21 +241,60 @@ class TRLBackend:
         from peft import LoraConfig, get_peft_model
 
         lora = self.config.lora
-        peft_config = LoraConfig(
-            r=lora.rank,
-            lora_alpha=lora.alpha or 2 * lora.rank,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, peft_config)
+        if lora.init_adapter is not None:
+            model = self._load_init_adapter(model, lora.init_adapter)
+        else:
+            peft_config = LoraConfig(
+                r=lora.rank,
+                lora_alpha=lora.alpha or 2 * lora.rank,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, peft_config)
         if self.config.run.gradient_checkpointing:
             model.enable_input_require_grads()
         return model
 
+    def _load_init_adapter(self, model: Any, folder: Path) -> Any:
+        """`model` with the PEFT adapter in `folder`, trainable; an error when it does not fit the config."""
+        from peft import PeftConfig, PeftModel
+
+        where = f"lora.init_adapter: {folder}"
+        if not (folder / "adapter_config.json").is_file():
+            raise BackendError(f"{where} is not a PEFT adapter folder (no adapter_config.json)")
+        try:
+            adapter = PeftConfig.from_pretrained(str(folder))
+        except (OSError, ValueError, TypeError) as exc:
+            raise BackendError(f"{where}: unreadable adapter_config.json: {exc}") from exc
+        lora = self.config.lora
+        rank = getattr(adapter, "r", None)
+        if rank != lora.rank:
+            raise BackendError(f"{where} has rank {rank} but lora.rank is {lora.rank}; set lora.rank={rank}")
+        # PEFT writes `all-linear` out as full module paths: compare the layers' leaf names
+        theirs = {name.rsplit(".", 1)[-1] for name in getattr(adapter, "target_modules", None) or []}
+        wanted = lora.target_modules
+        ours = set(_linear_module_names(model) if wanted == "all-linear" else wanted)
+        if theirs != ours:
+            raise BackendError(
+                f"{where} adapts {', '.join(sorted(theirs))} but lora.target_modules gives "
+                f"{', '.join(sorted(ours))}; set lora.target_modules to the adapter's"
+            )
+        base = adapter.base_model_name_or_path
+        if base and Path(base).name != Path(self.config.model).name:
+            raise BackendError(
+                f"{where} was trained on {base!r}, not on the policy {self.config.model!r}; "
+                "use that model or another adapter"
+            )
+        try:
+            return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BackendError(f"{where} does not load onto {self.config.model!r}: {first}") from exc
+
     def _reference_model(self, auto_cls: Any, no_dropout: Any) -> Any:
         """A frozen copy of the initial policy for the KL term (None with LoRA: the adapter is disabled)."""
-        if self.config.loss.kl_coef == 0.0 or self.is_lora:
+        if not self._kl or self.is_lora:
             return None
         from accelerate.utils import DistributedType
         from trl.models.utils import prepare_deepspeed, prepare_fsdp
@@ -279,8 +343,10 @@ class TRLBackend:
         with self._reference_context():
             return self._forward(self.accelerator.unwrap_model(self.model), mb)[0]
 
-    def _collate(self, samples: Sequence[Sample], *, with_advantages: bool = True) -> MicroBatch:
-        return collate(samples, self.pad_token_id, with_advantages=with_advantages).to(self.device)
+    def _collate(self, samples: Sequence[Sample], *, with_advantages: bool | None = None) -> MicroBatch:
+        """Pad and move to the device; advantages only for the policy-gradient objective by default."""
+        advantages = self._pg if with_advantages is None else with_advantages
+        return collate(samples, self.pad_token_id, with_advantages=advantages).to(self.device)
 
     def score(self, samples: Sequence[Sample]) -> list[list[float]]:
         self._require_ready()
@@ -353,9 +419,9 @@ class TRLBackend:
         start = time.perf_counter()
         parts = [self._plan(part) for part in self._split(self._local(samples))]
         cfg = self.config
-        reuse = cfg.run.ppo_epochs > 1 or len(parts) > 1
+        reuse = self._pg and (cfg.run.ppo_epochs > 1 or len(parts) > 1)
         for plan in parts:
-            self._precompute(plan, old=reuse, ref=cfg.loss.kl_coef != 0.0)
+            self._precompute(plan, old=reuse, ref=self._kl)
         stats = LossStats()
         entropy_sum = 0.0
         loss_total = 0.0
@@ -372,7 +438,7 @@ class TRLBackend:
                     grad_norms.append(norm)
         elapsed = time.perf_counter() - start
         totals = self._sum_over_ranks(stats.tokens, real_tokens, entropy_sum)
-        metrics = stats.report()
+        metrics = stats.report() if self._pg else stats.report_nll()
         metrics |= {
             "loss": loss_total / max(1, len(parts) * cfg.run.ppo_epochs),
             "optimizer_steps": float(len(parts) * cfg.run.ppo_epochs),
@@ -413,16 +479,31 @@ class TRLBackend:
     def _micro_loss(
         self, mb: MicroBatch, normalizer: float, old: torch.Tensor | None, ref: torch.Tensor | None
     ) -> tuple[torch.Tensor, LossStats, float]:
-        cfg = self.config.loss
         logps, entropy = self._forward(self.model, mb)
         logps = logps.float()
+        if self._pg:
+            out = self._pg_loss(mb, logps, normalizer, old, ref)
+        else:
+            out = nll_loss(logps, mb.loss_mask, normalizer=normalizer)
+        ent = 0.0 if entropy is None else float((entropy.detach().float() * mb.loss_mask).sum())
+        return out.loss * mb.weight, out.stats, ent
+
+    def _pg_loss(
+        self,
+        mb: MicroBatch,
+        logps: torch.Tensor,
+        normalizer: float,
+        old: torch.Tensor | None,
+        ref: torch.Tensor | None,
+    ) -> LossOutput:
+        cfg = self.config.loss
         old_logps = logps.detach() if old is None else old.float()
         weights = None
         if cfg.is_correction and not torch.isnan(mb.behaviour_logps).all():
             weights = importance_weights(
                 old_logps, mb.behaviour_logps, mb.loss_mask, cfg.is_mode, cfg.is_cap, cfg.is_floor
             )
-        out = policy_loss(
+        return policy_loss(
             logps,
             old_logps,
             mb.advantages,
@@ -437,8 +518,6 @@ class TRLBackend:
             kl_ratio_correction=cfg.kl_ratio_correction,
             is_weights=weights,
         )
-        ent = 0.0 if entropy is None else float((entropy.detach().float() * mb.loss_mask).sum())
-        return out.loss * mb.weight, out.stats, ent
 
     def compute_loss(
         self, samples: Sequence[Sample], old_logps: Sequence[Sequence[float]] | None = None
@@ -450,7 +529,7 @@ class TRLBackend:
         """
         self._require_ready()
         plan = self._plan(list(samples))
-        self._precompute(plan, old=False, ref=self.config.loss.kl_coef != 0.0)
+        self._precompute(plan, old=False, ref=self._kl)
         if old_logps is not None:
             for i, (mb, idx) in enumerate(zip(plan.batches, plan.indices, strict=True)):
                 given = torch.zeros(mb.rows, mb.completion_width)
