@@ -110,9 +110,7 @@ Trajectories = Annotated[
 MoreTrajectories = Annotated[
     list[Path] | None, typer.Argument(help="More trajectory files (after --trajectories A.jsonl).")
 ]
-Model = Annotated[
-    str | None, typer.Option(help="Policy: HF model folder, or smollm2-135m-instruct.", show_default=False)
-]
+Model = Annotated[str | None, typer.Option(help="Policy: HF model folder, or smollm2-135m-instruct.")]
 Out = Annotated[Path | None, typer.Option(help="Run folder for checkpoints, metrics and weights.")]
 Recipe = Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe.")]
 Resume = Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")]
@@ -134,7 +132,7 @@ Seed = Annotated[int | None, typer.Option(help="Random seed.")]
 ExportMerged = Annotated[
     bool | None, typer.Option("--export-merged/--no-export-merged", help="LoRA: also save merged.")
 ]
-Sets = Annotated[list[str] | None, typer.Option("--set", help="Any config field: --set loss.kl_coef=0.001")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Any config field: --set run.seed=1")]
 
 
 def _config_from_flags(

@@ -251,6 +251,11 @@ def test_init_adapter_starts_from_the_adapter(
     loaded = _plain_logps(PeftModel.from_pretrained(base, str(tmp_path / "adapter")), samples[0])
     assert start == pytest.approx(loaded.tolist(), abs=1e-4)
     assert start != pytest.approx(untrained, abs=1e-4)
+    # what `nbagent-train rl` exports and publishes before its first iteration: the initial adapter
+    warm.export(tmp_path / "v00000")
+    published, given = adapter_weights(tmp_path / "v00000"), adapter_weights(tmp_path / "adapter")
+    assert published.keys() == given.keys()
+    assert all(torch.equal(published[k], given[k]) for k in given)
     warm.step(samples)  # trainable: the step moves it
     assert warm.score(samples)[0] != pytest.approx(start, abs=1e-5)
     warm.close()
