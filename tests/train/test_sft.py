@@ -267,6 +267,7 @@ def test_init_adapter_starts_from_the_adapter(
         ({"init_adapter": "{tmp}/missing"}, "is not a PEFT adapter folder"),
         ({"init_adapter": "{tmp}/adapter", "rank": 8}, "has rank 4 but lora.rank is 8; set lora.rank=4"),
         ({"init_adapter": "{tmp}/adapter", "target_modules": ["q_proj"]}, "set lora.target_modules"),
+        ({"init_adapter": "{tmp}/other"}, "was trained on '/models/other-base', not on the policy"),
     ],
 )
 def test_bad_init_adapters_are_one_line_errors(
@@ -293,6 +294,12 @@ def test_bad_init_adapters_are_one_line_errors(
                 "base_model_name_or_path": str(tiny_model_dir),
             }
         )
+    )
+    other = tmp_path / "other"
+    other.mkdir()
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (other / "adapter_config.json").write_text(
+        json.dumps(config | {"base_model_name_or_path": "/models/other-base"})
     )
     settings = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in lora.items()}
     with pytest.raises(BackendError, match=message) as info:
