@@ -105,7 +105,10 @@ def _root() -> None:
 
 # Options `fit` and `sft` share (each command gives them its own defaults).
 Trajectories = Annotated[
-    list[Path], typer.Option("--trajectories", "-t", help="Trajectory JSONL file(s) written by nbagent.")
+    list[Path] | None,
+    typer.Option(
+        "--trajectories", "-t", help="Trajectory JSONL file(s) written by nbagent (default: the recipe's)."
+    ),
 ]
 MoreTrajectories = Annotated[
     list[Path] | None, typer.Argument(help="More trajectory files (after --trajectories A.jsonl).")
@@ -140,7 +143,8 @@ def _config_from_flags(
 ) -> TrainConfigT:
     """The config of a `fit`-like command from its parameters (`locals()`): recipe, --set, flags."""
     flags = {k: v for k, v in values.items() if k in flag_map}
-    flags["trajectories"] = [str(p) for p in [*values["trajectories"], *(values["more_trajectories"] or [])]]
+    given = [str(p) for p in [*(values["trajectories"] or []), *(values["more_trajectories"] or [])]]
+    flags["trajectories"] = given or None  # none given: the recipe's (a missing list is a clear error later)
     flags["out"] = None if values["out"] is None else str(values["out"])
     cfg = resolve_config(values["config"], flags, values["set_"] or [], flag_map=flag_map, cls=cls)
     if cfg.out is not None:
@@ -150,7 +154,7 @@ def _config_from_flags(
 
 @app.command()
 def fit(
-    trajectories: Trajectories,
+    trajectories: Trajectories = None,
     more_trajectories: MoreTrajectories = None,
     model: Model = None,
     out: Out = None,
@@ -186,7 +190,7 @@ def fit(
 
 @app.command()
 def sft(
-    trajectories: Trajectories,
+    trajectories: Trajectories = None,
     more_trajectories: MoreTrajectories = None,
     model: Model = None,
     out: Out = None,

@@ -168,3 +168,15 @@ def test_config_round_trips_and_rejects_inconsistent_values(tmp_path: Path) -> N
         load_config(None, {"loss.is_floor": 5.0, "loss.is_cap": 2.0})
     assert load_config(None, {"advantage.estimator": "dr_grpo"}).aggregation == "constant"
     assert load_config(None, {}).aggregation == "token_mean"
+
+
+@pytest.mark.parametrize("command", ["fit", "sft"])
+def test_a_recipes_trajectories_need_no_flag(command: str, tmp_path: Path) -> None:
+    """`--trajectories` is optional when the recipe names them; the recipe's file is the one checked."""
+    recipe = tmp_path / "recipe.yaml"
+    missing = tmp_path / "from-recipe.jsonl"
+    recipe.write_text(yaml.safe_dump({"trajectories": [str(missing)], "model": str(tmp_path / "m")}))
+    proc = run_cli(command, "--config", str(recipe), "--out", str(tmp_path / "o"), timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{missing} does not exist" in " ".join(proc.stdout.split())
+    assert "Traceback" not in proc.stdout + proc.stderr
