@@ -1,8 +1,9 @@
 """`nbagent-train fit`: trajectory files in, trained and servable weights out.
 
 The run folder (``--out``) holds ``config.yaml`` (resolved), ``build_summary.json``, ``metrics.jsonl``,
-``tb/`` (TensorBoard), ``checkpoints/step-NNNNNN/`` (resumable) and ``final/`` (a LoRA adapter folder or a
-full HF checkpoint; ``final-merged/`` too with ``export_merged``), and ``result.json`` naming them.
+``tb/`` (TensorBoard), ``training.png`` (the curves, redrawn at each checkpoint),
+``checkpoints/step-NNNNNN/`` (resumable) and ``final/`` (a LoRA adapter folder or a full HF checkpoint;
+``final-merged/`` too with ``export_merged``), and ``result.json`` naming them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from nbagent_train.backends.base import STATE_FILE
 from nbagent_train.config import TrainConfig, dump_config
 from nbagent_train.errors import CheckpointError, SampleBuildError, TrainConfigError
 from nbagent_train.metrics import MetricsLogger
+from nbagent_train.metrics_plot import plot_training
 from nbagent_train.samples import Sample, SampleSet, build_samples
 
 CHECKPOINTS = "checkpoints"
@@ -258,6 +260,7 @@ class FitRun:
         if backend.is_main_process:
             for old in checkpoint_dirs(self.out)[: -self.config.run.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
+            plot_training(self.out)
         return path
 
     def export(self, backend: TrainerBackend) -> list[ExportResult]:

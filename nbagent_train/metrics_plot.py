@@ -3,7 +3,8 @@
 `episode_metrics` summarizes one iteration's trajectories (reward, success, length, terminations,
 tokens); the loop writes it with the training metrics to ``metrics.jsonl`` and TensorBoard
 (`nbagent_train.metrics.MetricsLogger`) and, when configured, to wandb (`WandbMirror`); `plot_metrics`
-draws ``reward.png`` and ``metrics.png`` from the JSONL file (matplotlib, Agg backend: no display needed).
+draws ``reward.png`` and ``metrics.png`` from the JSONL file (matplotlib, Agg backend: no display needed);
+`plot_training` draws a `fit` / `sft` run's ``training.png``.
 """
 
 from __future__ import annotations
@@ -201,6 +202,52 @@ def rolling_mean(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
+_TRAINING_PANELS: list[tuple[str, list[str]]] = [
+    ("loss", ["loss"]),
+    ("perplexity", ["perplexity"]),
+    ("learning rate", ["lr"]),
+    ("gradient norm", ["grad_norm"]),
+    ("tokens per second", ["tokens_per_s"]),
+    ("KL / entropy", ["kl", "entropy"]),
+]
+
+
+def _draw_panels(records: Sequence[Record], panels: list[tuple[str, list[str]]], path: Path) -> Path:
+    """One subplot per panel (3 columns), each with the series its patterns match; saved to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = math.ceil(len(panels) / 3)
+    fig, axes = plt.subplots(rows, 3, figsize=(14, 10 * rows / 3), squeeze=False)
+    for ax, (title, patterns) in zip(axes.flat, panels, strict=True):
+        drawn = False
+        for pattern in patterns:
+            for key, (x, y) in _series(records, pattern).items():
+                ax.plot(x, y, marker=".", label=key)
+                drawn = True
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_training(run_dir: str | Path) -> Path | None:
+    """Draw ``training.png`` (loss, perplexity, lr, gradient norm, speed) of a `fit` or `sft` run folder
+    from its ``metrics.jsonl``; None when there is no record yet."""
+    run = Path(run_dir)
+    records = sorted(read_metrics(run / METRICS_FILE), key=lambda r: int(r["iteration"]))
+    return _draw_panels(records, _TRAINING_PANELS, run / "training.png") if records else None
+
+
 def plot_metrics(run_dir: str | Path, *, window: int = 5) -> list[Path]:
     """Draw ``reward.png`` (mean, std band, rolling mean) and ``metrics.png`` from ``metrics.jsonl``.
 
@@ -240,23 +287,5 @@ def plot_metrics(run_dir: str | Path, *, window: int = 5) -> list[Path]:
     plt.close(fig)
     written.append(path)
 
-    fig, axes = plt.subplots(3, 3, figsize=(14, 10))
-    for ax, (title, patterns) in zip(axes.flat, _PANELS, strict=True):
-        drawn = False
-        for pattern in patterns:
-            for key, (x, y) in _series(records, pattern).items():
-                ax.plot(x, y, marker=".", label=key)
-                drawn = True
-        ax.set_title(title)
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-        if drawn:
-            ax.legend(fontsize=7)
-        else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    path = run / "metrics.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    written.append(path)
+    written.append(_draw_panels(records, _PANELS, run / "metrics.png"))
     return written

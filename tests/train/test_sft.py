@@ -201,6 +201,7 @@ def test_cli_trains_exports_an_adapter_and_resumes(
     assert [r["iteration"] for r in records] == [1, 2, 3, 4]
     assert records[-1]["loss"] < records[0]["loss"]
     assert json.loads((out / "result.json").read_text())["exports"][0]["kind"] == "lora"
+    assert (out / "training.png").stat().st_size > 10_000  # the loss curves, drawn at each checkpoint
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     [sample, *_] = _samples(tiny_tokenizer, [_episode(tiny_tokenizer, "a")], SFTConfig())
