@@ -201,16 +201,15 @@ class FastDecoder:
         x = self.embed[torch.tensor(ids)].float()
         for index, layer in enumerate(self.layers):
             qkv = layer.qkv(self._rms_norm(x, layer.input_norm))
-            q = qkv[:, :q_size].view(count, self.heads, self.head_dim)
-            k = qkv[:, q_size : q_size + kv_size].view(count, self.kv_heads, self.head_dim)
+            qk = _rope(qkv[:, : q_size + kv_size].view(count, -1, self.head_dim), cos, sin)  # q and k at once
+            q, k = qk[:, : self.heads], qk[:, self.heads :]
             v = qkv[:, q_size + kv_size :].view(count, self.kv_heads, self.head_dim)
-            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
             self._keys[index, :, start:end] = k.transpose(0, 1)
             self._values[index, :, start:end] = v.transpose(0, 1)
             attended = self._attend(q, self._keys[index, :, :end], self._values[index, :, :end], mask)
-            x = x + layer.o(attended).float()
+            x += layer.o(attended)
             gate, up = layer.gate_up(self._rms_norm(x, layer.post_norm)).chunk(2, dim=-1)
-            x = x + layer.down(torch.nn.functional.silu(gate) * up).float()
+            x += layer.down(torch.nn.functional.silu(gate) * up)
         return x
 
     def _attend(self, q: Any, keys: Any, values: Any, mask: Any) -> Any:
@@ -255,14 +254,12 @@ class FastDecoder:
         self._keys, self._values = keys, values
         angles = torch.outer(torch.arange(capacity, dtype=torch.float32), self.inv_freq)
         angles = torch.cat([angles, angles], dim=-1)
-        self._cos, self._sin = angles.cos()[:, None, :], angles.sin()[:, None, :]
+        sin = angles.sin()
+        sin[:, : self.inv_freq.numel()] *= -1  # rotate_half(x) * sin == roll(x, dim / 2) * this
+        self._cos, self._sin = angles.cos()[:, None, :], sin[:, None, :]
 
 
 def _rope(x: Any, cos: Any, sin: Any) -> Any:
-    """Rotate `x` [n, heads, dim] (HF's rotate-half layout) in float32; return it in x's dtype."""
-    import torch
-
+    """Rotate `x` [n, heads, dim] (HF's rotate-half layout; `sin`'s first half negated) in float32."""
     full = x.float()
-    half = full.shape[-1] // 2
-    rotated = torch.cat([-full[..., half:], full[..., :half]], dim=-1)
-    return (full * cos + rotated * sin).to(x.dtype)
+    return (full * cos).addcmul_(full.roll(full.shape[-1] // 2, dims=-1), sin).to(x.dtype)
