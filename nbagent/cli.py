@@ -125,7 +125,9 @@ ApiKeyOption = Annotated[
 LocalModelOption = Annotated[
     Path | None,
     typer.Option(
-        "--local-model", help="A Hugging Face model folder to run in-process instead of SmolLM2-135M."
+        "--local-model",
+        help="A Hugging Face model folder, or a LoRA adapter folder (run on its base), to run in-process "
+        "instead of the embedded agent.",
     ),
 ]
 MaxStepsOption = Annotated[int, typer.Option("--max-steps", min=1, help="Model calls per episode.")]
@@ -261,19 +263,21 @@ def resolve_model(
             local=False,
             context_tokens=served.get(model),
         )
-    from nbagent.models.inprocess import TransformersModel
-    from nbagent.models.local import default_local_model, ensure_smollm2
+    from nbagent.models.local import adapter_base, default_local_model, ensure_smollm2
+    from nbagent.models.local import local_model as load_local_model
 
     if local_model is not None:
         if not local_model.is_dir():
             raise ConfigError(
-                f"--local-model {local_model} is not a folder (expected a Hugging Face model folder)."
+                f"--local-model {local_model} is not a folder (expected a Hugging Face model folder or a "
+                "LoRA adapter folder)."
             )
+        is_adapter = (local_model / "adapter_config.json").is_file()
         return ModelChoice(
-            TransformersModel(str(local_model)),
-            f"local model {local_model} (in-process)",
+            load_local_model(local_model),
+            f"local model {local_model} (in-process{', an adapter on its base' if is_adapter else ''})",
             local=True,
-            context_tokens=_folder_context_tokens(local_model),
+            context_tokens=_folder_context_tokens(adapter_base(local_model) if is_adapter else local_model),
         )
     return ModelChoice(
         default_local_model(),

@@ -135,9 +135,14 @@ class FitRun:
         return [units[i : i + size] for i in range(0, len(units), size)]
 
     def _schedule(self, sample_set: SampleSet) -> Iterator[tuple[Position, list[str]]]:
+        """The batches to train, in order, up to the one that reaches `run.max_steps`."""
+        run = self.config.run
+        per_batch = run.mini_batches * run.ppo_epochs
         iteration = 0
-        for epoch in range(self.config.run.epochs):
+        for epoch in range(run.epochs):
             for b, groups in enumerate(self.batches(sample_set, epoch)):
+                if run.max_steps is not None and iteration * per_batch >= run.max_steps:
+                    return
                 iteration += 1
                 yield Position(epoch, b, iteration), groups
 
