@@ -281,7 +281,7 @@ def resolve_model(
         )
     return ModelChoice(
         default_local_model(),
-        "embedded SmolLM2-135M-Instruct (in-process, CPU)",
+        "embedded agent, SmolLM2-135M-Instruct with nbagent's trained adapter (in-process, CPU)",
         local=True,
         context_tokens=_folder_context_tokens(ensure_smollm2()),
     )
@@ -535,8 +535,8 @@ def run(
         console.print(
             Text(
                 f"No endpoint configured (--base-url, NBAGENT_BASE_URL or OPENAI_BASE_URL): using the "
-                f"{choice.description}. It is tiny, so expect rough answers; point --base-url at a "
-                "real model for good ones.",
+                f"{choice.description}. It is tiny: trained for questions that a few lines of Python "
+                "answer; point --base-url at a larger model for anything else.",
                 style="yellow",
             )
         )

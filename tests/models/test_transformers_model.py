@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from nbagent.models import Model, ModelError, TransformersModel, default_local_model
+from nbagent.models import Model, ModelError, TransformersModel
 from nbagent.models.base import ChatMessage
+from nbagent.models.local import SMOLLM2_NAME, ensure_smollm2
 from nbagent.trajectory import SamplingSettings
 
 pytestmark = pytest.mark.slow
@@ -18,7 +19,9 @@ USER: list[ChatMessage] = [{"role": "user", "content": "What is 2+2?"}]
 
 @pytest.fixture(scope="module")
 def smollm2() -> TransformersModel:
-    model = default_local_model()
+    """The base model on the plain HF token loop (the fast decoder's int8 weights are checked against it in
+    test_fast_decoder.py), so its records can be compared with a float32 forward pass exactly."""
+    model = TransformersModel(ensure_smollm2(), name=SMOLLM2_NAME, engine="hf")
     model.load()
     return model
 
