@@ -106,9 +106,16 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+SHIPPED_ADAPTER = Path(__file__).parent / "embedded-agent"
+"""The LoRA adapter of the embedded agent, trained by `recipes/embedded-agent.yaml` (figures in
+docs/embedded-agent.md); its base is SmolLM2-135M-Instruct."""
+EMBEDDED_NAME = f"{SMOLLM2_NAME}+embedded-agent"
+
+
 def default_local_model() -> TransformersModel:
-    """SmolLM2-135M-Instruct in-process (converted by `ensure_smollm2()` on first use)."""
-    return TransformersModel(ensure_smollm2(), name=SMOLLM2_NAME)
+    """The embedded agent: SmolLM2-135M-Instruct (converted by `ensure_smollm2()` on first use) with
+    nbagent's trained adapter merged in, in-process."""
+    return TransformersModel(ensure_smollm2(), adapter=SHIPPED_ADAPTER, name=EMBEDDED_NAME)
 
 
 def local_model(folder: Path | None = None, adapter: Path | None = None) -> TransformersModel:

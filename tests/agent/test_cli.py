@@ -147,12 +147,13 @@ def test_show_and_export(server: FakeOpenAIServer, runner: CliRunner, tmp_path: 
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # the subprocess's own bound: a loaded 2-core machine runs the model slowly
 def test_run_on_the_embedded_model_as_a_subprocess(tmp_path: Path) -> None:
-    """The README's demo: no endpoint, SmolLM2-135M in-process, a notebook that opens."""
+    """The README's demo: no endpoint, the embedded agent (SmolLM2-135M-Instruct with nbagent's trained
+    adapter) in-process, a notebook that opens, and the answer 391 (greedy, so the run is repeatable)."""
     env = {k: v for k, v in os.environ.items() if k not in ENDPOINT_ENV}
     nb_path, traj_path = tmp_path / "demo.ipynb", tmp_path / "t.jsonl"
     cmd = [sys.executable, "-m", "nbagent.cli", "run", "What is 17 * 23? Use Python.", "--max-steps", "3"]
     proc = subprocess.run(
-        [*cmd, "--notebook", str(nb_path), "--trajectory", str(traj_path)],
+        [*cmd, "--temperature", "0", "--notebook", str(nb_path), "--trajectory", str(traj_path)],
         env=env,
         capture_output=True,
         text=True,
@@ -161,20 +162,60 @@ def test_run_on_the_embedded_model_as_a_subprocess(tmp_path: Path) -> None:
     )
     out = proc.stdout + proc.stderr
     assert "No endpoint configured" in out
-    assert "SmolLM2-135M-Instruct" in out
+    assert "SmolLM2-135M-Instruct with nbagent's trained adapter" in out
     assert "Step 1" in out
     (traj,) = read_trajectories(traj_path)
-    expected = EXIT_ANSWERED if traj.termination is Termination.SUBMITTED else EXIT_NO_ANSWER
-    assert proc.returncode == expected, out
+    assert proc.returncode == EXIT_ANSWERED, out
+    assert traj.termination is Termination.SUBMITTED
+    assert str(traj.final_answer) == "391"
     assert traj.model.provider == "local"
+    assert traj.model.model == "SmolLM2-135M-Instruct+embedded-agent"
     first = traj.steps[0]
     assert first.model_call.prefill == "```python\n"
     assert first.model_call.completion_token_ids
     assert first.model_call.completion_logprobs
     assert len(first.model_call.completion_logprobs) == len(first.model_call.completion_token_ids)
     assert first.action.kind == "code"  # with the prefill, the model starts inside a code block
+    assert "391" in first.observation  # it computed the answer, read it, then submitted it
+    assert "submit_final_answer" in (traj.steps[-1].action.code or "")
     nbformat.validate(nbformat.read(str(nb_path), as_version=4))
     assert f"notebook: {nb_path}" in out
+
+
+@pytest.mark.slow
+def test_local_model_takes_an_adapter_folder_or_the_bare_base(tmp_path: Path) -> None:
+    """`--local-model` runs a LoRA adapter folder on its base, and an HF folder (here the bare base) alone."""
+    from nbagent.models.local import SHIPPED_ADAPTER, ensure_smollm2
+
+    env = {k: v for k, v in os.environ.items() if k not in ENDPOINT_ENV}
+    for folder, name in ((SHIPPED_ADAPTER, "an adapter on its base"), (ensure_smollm2(), "in-process)")):
+        traj_path = tmp_path / f"{folder.name}.jsonl"
+        proc = subprocess.run(
+            [sys.executable, "-m", "nbagent.cli", "run", "What is 2 + 2?", "--max-steps", "1"]
+            + ["--local-model", str(folder), "--temperature", "0", "--trajectory", str(traj_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode in (EXIT_ANSWERED, EXIT_NO_ANSWER), out
+        assert f"local model {folder} (in-process" in " ".join(out.split()), out
+        assert name in " ".join(out.split())
+        (traj,) = read_trajectories(traj_path)
+        assert traj.model.provider == "local"
+    bad = subprocess.run(
+        [sys.executable, "-m", "nbagent.cli", "run", "q", "--local-model", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode == EXIT_ERROR
+    assert "expected a Hugging Face model folder or a PEFT adapter folder" in " ".join(bad.stderr.split())
+    assert "Traceback" not in bad.stdout + bad.stderr
 
 
 def test_context_budget_follows_the_model_length() -> None:
