@@ -174,3 +174,19 @@ async def test_attach_to_a_running_server(vllm_server: PolicyServer) -> None:
     await attached.astop()
     async with httpx.AsyncClient(timeout=10) as client:
         assert (await client.get(vllm_server.url + "/health")).status_code == 200
+
+
+async def test_vllm_serves_the_shipped_adapter_as_the_embedded_agent(vllm_server: PolicyServer) -> None:
+    """The adapter nbagent ships loads in vLLM (--enable-lora) and plays the embedded agent there too."""
+    from nbagent.agent import Agent
+    from nbagent.cli import local_agent_settings
+    from nbagent.models.local import SHIPPED_ADAPTER
+
+    await vllm_server.load_lora("embedded", SHIPPED_ADAPTER)
+    model = _model(vllm_server, "embedded")
+    settings = local_agent_settings(model, ensure_smollm2(), max_steps=3)
+    settings["sampling"] = settings["sampling"].model_copy(update={"temperature": 0.0})
+    result = await Agent(model, **settings).run("What is 17 * 23? Use Python.")
+    assert str(result.answer) == "391", result.trajectory.steps[-1].observation
+    assert [s.model_call.model for s in result.steps] == ["embedded"] * len(result.steps)
+    assert "17 * 23" in (result.steps[0].action.code or "")
