@@ -190,9 +190,9 @@ def test_local_model_takes_an_adapter_folder_or_the_bare_base(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if k not in ENDPOINT_ENV}
     for folder, name in ((SHIPPED_ADAPTER, "an adapter on its base"), (ensure_smollm2(), "in-process)")):
         traj_path = tmp_path / f"{folder.name}.jsonl"
+        args = ["What is 2 + 2?", "--max-steps", "1", "--local-model", str(folder), "--temperature", "0"]
         proc = subprocess.run(
-            [sys.executable, "-m", "nbagent.cli", "run", "What is 2 + 2?", "--max-steps", "1"]
-            + ["--local-model", str(folder), "--temperature", "0", "--trajectory", str(traj_path)],
+            [sys.executable, "-m", "nbagent.cli", "run", *args, "--trajectory", str(traj_path)],
             env=env,
             capture_output=True,
             text=True,
