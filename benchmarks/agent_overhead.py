@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from nbagent.agent import Agent
+from nbagent.agent.agent import Agent
 from nbagent.kernel import Kernel
 from nbagent.models.testing import ScriptedModel
 from nbagent.trajectory import Termination

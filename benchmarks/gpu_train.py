@@ -167,8 +167,8 @@ def _peak_memory_gib() -> tuple[float, str]:
 def run_ours(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from nbagent_train.backends.trl import TRLBackend
-    from nbagent_train.config import LoraSettings, LossConfig, OptimConfig, RunConfig, TrainConfig
-    from nbagent_train.samples import Sample, Segment
+    from nbagent_train.config.base import LoraSettings, LossConfig, OptimConfig, RunConfig, TrainConfig
+    from nbagent_train.objective.samples import Sample, Segment
 
     micro = args.micro_batch * (args.prompt_len + args.completion_len)
     config = TrainConfig(

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nbagent.agent import Agent
+from nbagent.agent.agent import Agent
 from nbagent.models import TransformersModel, ensure_smollm2
 from nbagent.models.base import ChatMessage
 from nbagent.models.testing import ScriptedModel

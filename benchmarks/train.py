@@ -50,19 +50,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from nbagent.trajectory import (  # noqa: E402
-    Action,
-    ModelCall,
-    ModelInfo,
-    Reward,
-    Step,
-    TaskSpec,
-    Termination,
-    Trajectory,
-)
-from nbagent_train.advantages import compute_advantages  # noqa: E402
-from nbagent_train.config import SampleConfig, TrainConfig  # noqa: E402
-from nbagent_train.samples import Sample, build_samples  # noqa: E402
+from nbagent.trajectory import Action, ModelCall, ModelInfo, Reward, Step, TaskSpec, Termination, Trajectory  # noqa: E402
+from nbagent_train.config.base import SampleConfig, TrainConfig  # noqa: E402
+from nbagent_train.objective.advantages import compute_advantages  # noqa: E402
+from nbagent_train.objective.samples import Sample, build_samples  # noqa: E402
 from tests.train.trajectories import make_episode  # noqa: E402
 
 OBSERVATION = "<output>\n" + "\n".join(f"row {i}: value {i * i}" for i in range(12)) + "\n</output>"
@@ -349,7 +340,7 @@ def _peak() -> int:
 def memory_child(side: str, prompt_tokens: int, count: int) -> dict[str, Any]:
     """One optimizer step of `side` in this (fresh) process; its peak RSS and what it trained on."""
     from nbagent.models import ensure_smollm2
-    from nbagent_train.batching import plan_micro_batches
+    from nbagent_train.objective.batching import plan_micro_batches
 
     smol = ensure_smollm2()
     config = TrainConfig.model_validate(

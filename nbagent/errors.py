@@ -50,4 +50,4 @@ class OutputPathError(ConfigError):
 
 
 class OutputLockedError(NBAgentError):
-    """Another process holds the lock on an output (see `nbagent.outputs.OutputLock`)."""
+    """Another process holds the lock on an output (see `nbagent.output_files.OutputLock`)."""

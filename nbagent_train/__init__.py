@@ -4,11 +4,11 @@ Importing this package is light (no torch); the TRL backend loads torch, transfo
 when it is created.
 """
 
-from nbagent_train.advantages import AdvantageResult, compute_advantages
 from nbagent_train.backends import ExportResult, TrainerBackend, create_backend, register_backend
-from nbagent_train.config import TrainConfig, load_config
+from nbagent_train.config.base import TrainConfig, load_config
 from nbagent_train.fit import FitResult, fit
-from nbagent_train.samples import BuildSummary, Sample, SampleSet, build_samples
+from nbagent_train.objective.advantages import AdvantageResult, compute_advantages
+from nbagent_train.objective.samples import BuildSummary, Sample, SampleSet, build_samples
 
 __all__ = [
     "AdvantageResult",

@@ -1,5 +1,5 @@
 """`python -m nbagent_train` (and `accelerate launch -m nbagent_train fit ...`)."""
 
-from nbagent_train.cli import main
+from nbagent_train.cli.app import main
 
 main()

@@ -19,14 +19,14 @@ from typing import Any
 from rich.console import Console
 
 from nbagent.trajectory import CorruptTrajectoryError, Trajectory, read_trajectories
-from nbagent_train.advantages import compute_advantages, group_episodes
 from nbagent_train.backends import ExportResult, TrainerBackend, create_backend
 from nbagent_train.backends.base import STATE_FILE
-from nbagent_train.config import TrainConfig, dump_config
+from nbagent_train.config.base import TrainConfig, dump_config
 from nbagent_train.errors import CheckpointError, SampleBuildError, TrainConfigError
-from nbagent_train.metrics import MetricsLogger
-from nbagent_train.metrics_plot import plot_training
-from nbagent_train.samples import Sample, SampleSet, build_samples
+from nbagent_train.objective.advantages import compute_advantages, group_episodes
+from nbagent_train.objective.samples import Sample, SampleSet, build_samples
+from nbagent_train.runs.metrics import MetricsLogger
+from nbagent_train.runs.plots import plot_training
 
 CHECKPOINTS = "checkpoints"
 

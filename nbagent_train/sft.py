@@ -18,10 +18,10 @@ from rich.console import Console
 
 from nbagent.trajectory import Termination, Trajectory
 from nbagent_train.backends import TrainerBackend
-from nbagent_train.config import Objective, TrainConfig, _Section
+from nbagent_train.config.base import Objective, TrainConfig, _Section
 from nbagent_train.errors import SampleBuildError, TrainConfigError
 from nbagent_train.fit import FitResult, FitRun, Position
-from nbagent_train.samples import SampleSet
+from nbagent_train.objective.samples import SampleSet
 
 SFT_EPISODES_PER_BATCH = 8
 """Default `run.batch_groups` of `sft`: episodes per batch (one optimizer step per `run.mini_batches`)."""

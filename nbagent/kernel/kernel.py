@@ -35,7 +35,7 @@ from jupyter_client.session import Session
 
 from nbagent.errors import KernelError
 from nbagent.kernel.config import KernelConfig
-from nbagent.kernel.environment import kernel_environment
+from nbagent.kernel.env_vars import kernel_environment
 from nbagent.kernel.launch import launch_plan
 from nbagent.kernel.outputs import OutputCollector
 from nbagent.trajectory import CellResult, CellStatus, ErrorOutput

@@ -15,7 +15,7 @@ from nbagent.errors import (
     ToolExecutionError,
     ToolResultError,
 )
-from nbagent.tools.context import RunContext
+from nbagent.tools.run_context import RunContext
 from nbagent.tools.tool import Tool, tool
 from nbagent.tools.toolset import Toolset
 

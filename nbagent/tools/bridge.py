@@ -23,8 +23,8 @@ from typing import Any
 from nbagent.errors import ToolArgumentError, ToolError
 from nbagent.kernel import InputHandler, Kernel, kernel_module_code, render_cell
 from nbagent.kernel.inkernel import HOST_CALL_PREFIX
-from nbagent.tools.context import RunContext
 from nbagent.tools.render import format_annotation, format_default
+from nbagent.tools.run_context import RunContext
 from nbagent.tools.tool import Tool
 from nbagent.tools.toolset import Toolset
 from nbagent.trajectory import CellResult, ToolCallRecord

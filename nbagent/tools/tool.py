@@ -35,10 +35,10 @@ from nbagent.errors import (
     ToolExecutionError,
     ToolResultError,
 )
-from nbagent.tools.context import RunContext
 from nbagent.tools.docstrings import parse_docstring
 from nbagent.tools.render import format_annotation, format_default, render_type, structured_types
 from nbagent.tools.results import to_json_value
+from nbagent.tools.run_context import RunContext
 
 ToolFunction = Callable[..., Any]
 

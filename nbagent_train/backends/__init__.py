@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Callable
 
 from nbagent_train.backends.base import ExportResult, TrainerBackend
-from nbagent_train.config import TrainConfig
+from nbagent_train.config.base import TrainConfig
 from nbagent_train.errors import BackendError
 
 BackendFactory = Callable[[TrainConfig], TrainerBackend]

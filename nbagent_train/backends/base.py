@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from nbagent_train.config import TrainConfig
-from nbagent_train.samples import Sample
+from nbagent_train.config.base import TrainConfig
+from nbagent_train.objective.samples import Sample
 
 STATE_FILE = "trainer_state.json"
 """Written last into every checkpoint folder: its presence marks the checkpoint complete."""

@@ -40,10 +40,10 @@ from nbagent_train.backends.memory import (
     free_memory,
     return_freed_memory,
 )
-from nbagent_train.batching import MicroBatch, collate, plan_micro_batches, stretch_plan
-from nbagent_train.config import TrainConfig
+from nbagent_train.config.base import TrainConfig
 from nbagent_train.errors import BackendError, CheckpointError
-from nbagent_train.losses import (
+from nbagent_train.objective.batching import MicroBatch, collate, plan_micro_batches, stretch_plan
+from nbagent_train.objective.losses import (
     LossOutput,
     LossStats,
     aggregation_normalizer,
@@ -51,7 +51,7 @@ from nbagent_train.losses import (
     nll_loss,
     policy_loss,
 )
-from nbagent_train.samples import Sample
+from nbagent_train.objective.samples import Sample
 
 logger = logging.getLogger("nbagent_train")
 

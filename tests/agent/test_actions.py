@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nbagent.actions import ActionParser, MarkdownActionParser, XmlActionParser, get_parser
+from nbagent.agent.actions import ActionParser, MarkdownActionParser, XmlActionParser, get_parser
 from nbagent.errors import ConfigError
 
 

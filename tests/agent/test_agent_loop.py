@@ -11,12 +11,12 @@ import psutil
 import pytest
 from pydantic import BaseModel
 
-from nbagent.agent import Agent, AgentRun, RunResult
+from nbagent.agent.agent import Agent, AgentRun, RunResult
+from nbagent.agent.prompts import LAST_STEP_NOTE, SUMMARIZE_SYSTEM_PROMPT
 from nbagent.errors import ConfigError, ToolDefinitionError
 from nbagent.kernel import Kernel
 from nbagent.models.base import ChatMessage, ModelError
 from nbagent.models.testing import FunctionModel, ScriptedModel
-from nbagent.prompts import LAST_STEP_NOTE, SUMMARIZE_SYSTEM_PROMPT
 from nbagent.tools import RunContext, tool
 from nbagent.trajectory import CellStatus, SamplingSettings, Step, TaskSpec, Termination
 

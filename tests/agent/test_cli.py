@@ -16,7 +16,7 @@ import nbformat
 import pytest
 from typer.testing import CliRunner
 
-from nbagent.cli import EXIT_ANSWERED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NO_ANSWER, app
+from nbagent.cli.app import EXIT_ANSWERED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NO_ANSWER, app
 from nbagent.trajectory import Termination, read_trajectories
 from tests.fixtures.fake_openai import FakeOpenAIServer, script_responder
 
@@ -219,7 +219,7 @@ def test_local_model_takes_an_adapter_folder_or_the_bare_base(tmp_path: Path) ->
 
 
 def test_context_budget_follows_the_model_length() -> None:
-    from nbagent.cli import ModelChoice, agent_settings
+    from nbagent.cli.app import ModelChoice, agent_settings
     from nbagent.models.testing import ScriptedModel
 
     def settings(choice: ModelChoice, max_tokens: int | None) -> dict[str, object]:

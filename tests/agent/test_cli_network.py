@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nbagent.cli import EXIT_ANSWERED, EXIT_ERROR, app
+from nbagent.cli.app import EXIT_ANSWERED, EXIT_ERROR, app
 from nbagent.kernel.launch import bwrap_unusable
 from nbagent.trajectory import read_trajectories
 from tests.agent.test_cli import runner

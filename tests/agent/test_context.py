@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from nbagent.context import (
+from nbagent.agent.history import (
     ContextBudgetExceeded,
     ContextBuilder,
     Turn,

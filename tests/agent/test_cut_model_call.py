@@ -13,8 +13,8 @@ import anyio
 import nbformat
 import pytest
 
-from nbagent.agent import Agent
-from nbagent.cli import EXIT_NO_ANSWER
+from nbagent.agent.agent import Agent
+from nbagent.cli.app import EXIT_NO_ANSWER
 from nbagent.models.base import ChatMessage
 from nbagent.models.openai import OpenAIModel
 from nbagent.models.testing import FunctionModel

@@ -8,13 +8,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nbagent.export import (
-    MissingTokenIdsError,
-    to_notebook,
-    to_openai_messages,
-    to_sharegpt,
-    to_token_sequences,
-)
 from nbagent.trajectory import (
     Action,
     CellResult,
@@ -30,6 +23,13 @@ from nbagent.trajectory import (
     Termination,
     ToolCallRecord,
     Trajectory,
+)
+from nbagent.trajectory.export import (
+    MissingTokenIdsError,
+    to_notebook,
+    to_openai_messages,
+    to_sharegpt,
+    to_token_sequences,
 )
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from nbagent.notepad import Notepad, ReservedNamesGuard, kernel_setup_code, render_notepad
+from nbagent.agent.notepad import Notepad, ReservedNamesGuard, kernel_setup_code, render_notepad
 
 
 def test_methods_render_and_sync() -> None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from nbagent.prompts import DEFAULT_SYSTEM_PROMPT, PromptContext, answer_instructions, render_system_prompt
+from nbagent.agent.prompts import (
+    DEFAULT_SYSTEM_PROMPT,
+    PromptContext,
+    answer_instructions,
+    render_system_prompt,
+)
 
 CTX = PromptContext(tools="def f() -> None: ...", step_format="STEP FORMAT", answer="ANSWER", max_steps=7)
 

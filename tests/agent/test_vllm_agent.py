@@ -16,11 +16,11 @@ import nbformat
 import pytest
 from aiohttp import web
 
-from nbagent.agent import Agent
-from nbagent.export import to_notebook, to_token_sequences
+from nbagent.agent.agent import Agent
 from nbagent.models.local import ensure_smollm2
 from nbagent.models.openai import OpenAIModel
 from nbagent.trajectory import SamplingSettings, Trajectory
+from nbagent.trajectory.export import to_notebook, to_token_sequences
 from tests.fixtures.vllm import assert_recorded_as_returned
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nbagent.environments import load_environment
+from nbagent.environments.base import load_environment
 from nbagent.models.openai import OpenAIModel
 from nbagent.trajectory import TaskSpec
 from nbagent_environments.qa import QAEnvironment

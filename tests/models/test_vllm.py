@@ -178,8 +178,8 @@ async def test_attach_to_a_running_server(vllm_server: PolicyServer) -> None:
 
 async def test_vllm_serves_the_shipped_adapter_as_the_embedded_agent(vllm_server: PolicyServer) -> None:
     """The adapter nbagent ships loads in vLLM (--enable-lora) and plays the embedded agent there too."""
-    from nbagent.agent import Agent
-    from nbagent.cli import local_agent_settings
+    from nbagent.agent.agent import Agent
+    from nbagent.cli.app import local_agent_settings
     from nbagent.models.local import SHIPPED_ADAPTER
 
     await vllm_server.load_lora("embedded", SHIPPED_ADAPTER)

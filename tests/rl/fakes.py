@@ -13,8 +13,8 @@ from typing import Any
 
 from nbagent_train.backends import ExportResult
 from nbagent_train.backends.base import STATE_FILE
-from nbagent_train.config import TrainConfig
-from nbagent_train.samples import Sample
+from nbagent_train.config.base import TrainConfig
+from nbagent_train.objective.samples import Sample
 from tests.fixtures.fake_openai import FakeOpenAIServer, first_user_text
 
 

@@ -21,11 +21,11 @@ from nbagent.trajectory import (
     TrajectoryWriter,
     read_trajectories,
 )
-from nbagent_train.config import build_config
+from nbagent_train.config.base import build_config
+from nbagent_train.config.rl import RLConfig
 from nbagent_train.errors import TrainConfigError
-from nbagent_train.loop import RunFolder, RunState, TaskSchedule, reward_trend, select_fresh
-from nbagent_train.metrics_plot import episode_metrics, plot_metrics, read_metrics, rolling_mean
-from nbagent_train.rl_config import RLConfig
+from nbagent_train.rl.loop import RunFolder, RunState, TaskSchedule, reward_trend, select_fresh
+from nbagent_train.runs.plots import episode_metrics, plot_metrics, read_metrics, rolling_mean
 
 
 def tasks(n: int) -> list[TaskSpec]:

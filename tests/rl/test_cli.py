@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import nbagent_train.loop as loop_module
-from nbagent_train.cli import app
-from nbagent_train.config import dump_config
-from nbagent_train.loop import RLResult, register_commands
-from nbagent_train.rl_config import RLConfig
+import nbagent_train.rl.loop as loop_module
+from nbagent_train.cli.app import app
+from nbagent_train.config.base import dump_config
+from nbagent_train.config.rl import RLConfig
+from nbagent_train.rl.loop import RLResult, register_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 if "rl" not in {c.name for c in app.registered_commands}:

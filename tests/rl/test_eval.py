@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from nbagent_train.config import build_config
+from nbagent_train.config.base import build_config
+from nbagent_train.config.rl import RLConfig
 from nbagent_train.errors import TrainConfigError
-from nbagent_train.rl_config import RLConfig
-from nbagent_train.rl_eval import EvalPlan, export_of, run_eval
+from nbagent_train.rl.eval import EvalPlan, export_of, run_eval
 from tests.fixtures.fake_openai import FakeOpenAIServer
 from tests.rl.fakes import FakeEndpoint, expression_of, submission
 

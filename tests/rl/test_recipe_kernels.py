@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from nbagent_train.loop import build_agent
-from nbagent_train.rl_config import RLConfig
+from nbagent_train.config.rl import RLConfig
+from nbagent_train.rl.loop import build_agent
 from tests.rollout.envs import load_environment
 
 

@@ -16,10 +16,10 @@ from rich.console import Console
 
 from nbagent.trajectory import read_trajectories
 from nbagent_train.backends import ExportResult
-from nbagent_train.config import load_config
-from nbagent_train.loop import RLRun, ServerEndpoint
-from nbagent_train.metrics_plot import read_metrics
-from nbagent_train.rl_config import RLConfig
+from nbagent_train.config.base import load_config
+from nbagent_train.config.rl import RLConfig
+from nbagent_train.rl.loop import RLRun, ServerEndpoint
+from nbagent_train.runs.plots import read_metrics
 from nbagent_train.serving.vllm import PolicyServer
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.train, pytest.mark.timeout(1800)]

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from nbagent.errors import ConfigError
-from nbagent.evaluation import evaluate, pass_at_k, render_report
-from nbagent.rollout import (
+from nbagent.rollout.collect import (
     BoundedModel,
     CollectSummary,
     OutputExistsError,
@@ -27,6 +26,7 @@ from nbagent.trajectory import (
     Trajectory,
     TrajectoryWriter,
 )
+from nbagent.trajectory.evaluation import evaluate, pass_at_k, render_report
 
 
 def traj(

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nbagent.cli import load_command_modules
-from nbagent.cli_collect import EndpointAgentFactory
-from nbagent.environments import load_environment
-from nbagent.rollout import collect
+from nbagent.cli.app import load_command_modules
+from nbagent.cli.collect import EndpointAgentFactory
+from nbagent.environments.base import load_environment
+from nbagent.rollout.collect import collect
 from nbagent.trajectory import Termination, read_trajectories
 from tests.fixtures.fake_openai import FakeOpenAIServer
 from tests.rollout.envs import arithmetic_responder

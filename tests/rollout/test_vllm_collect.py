@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nbagent.cli import load_command_modules
-from nbagent.rollout import group_id_for
+from nbagent.cli.app import load_command_modules
+from nbagent.rollout.collect import group_id_for
 from nbagent.trajectory import Termination, read_trajectories
 from nbagent_train.serving.vllm import PolicyServer
 

@@ -7,9 +7,9 @@ import statistics
 
 import pytest
 
-from nbagent_train.advantages import compute_advantages, group_relative, step_return
-from nbagent_train.config import AdvantageConfig
-from nbagent_train.samples import EpisodeInfo, Sample, Segment
+from nbagent_train.config.base import AdvantageConfig
+from nbagent_train.objective.advantages import compute_advantages, group_relative, step_return
+from nbagent_train.objective.samples import EpisodeInfo, Sample, Segment
 
 
 def _episode(eid: str, group: str, reward: float, steps: int = 1) -> EpisodeInfo:

@@ -11,12 +11,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 
-from nbagent_train.advantages import compute_advantages  # noqa: E402
 from nbagent_train.backends import create_backend  # noqa: E402
 from nbagent_train.backends.trl import TRLBackend  # noqa: E402
-from nbagent_train.config import TrainConfig  # noqa: E402
+from nbagent_train.config.base import TrainConfig  # noqa: E402
 from nbagent_train.errors import CheckpointError  # noqa: E402
-from nbagent_train.samples import Sample, build_samples  # noqa: E402
+from nbagent_train.objective.advantages import compute_advantages  # noqa: E402
+from nbagent_train.objective.samples import Sample, build_samples  # noqa: E402
 from tests.train.trajectories import grouped_episodes  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]

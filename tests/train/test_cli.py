@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from nbagent_train.cli import FIT_FLAGS, resolve_config
-from nbagent_train.config import TrainConfig, load_config
+from nbagent_train.cli.app import FIT_FLAGS, resolve_config
+from nbagent_train.config.base import TrainConfig, load_config
 from nbagent_train.errors import TrainConfigError
-from nbagent_train.metrics import read_metrics
+from nbagent_train.runs.metrics import read_metrics
 from tests.train.runs import run_cli, write_trajectories
 
 
@@ -160,7 +160,7 @@ def test_every_flag_maps_to_a_config_field(tmp_path: Path) -> None:
 
 def test_config_round_trips_and_rejects_inconsistent_values(tmp_path: Path) -> None:
     config = TrainConfig.model_validate({"model": "m", "loss": {"is_cap": 3.0, "kl_coef": 0.001}})
-    from nbagent_train.config import dump_config
+    from nbagent_train.config.base import dump_config
 
     dump_config(config, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == config

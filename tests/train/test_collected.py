@@ -16,13 +16,13 @@ import pytest
 
 pytest.importorskip("torch")
 
-from nbagent.environments import load_environment
+from nbagent.environments.base import load_environment
 from nbagent.models import FunctionModel
-from nbagent.rollout import agent_for_environment, collect
+from nbagent.rollout.collect import agent_for_environment, collect
 from nbagent.trajectory import SamplingSettings, read_trajectories
-from nbagent_train.config import SampleConfig, TrainConfig
+from nbagent_train.config.base import SampleConfig, TrainConfig
 from nbagent_train.fit import fit
-from nbagent_train.samples import build_samples
+from nbagent_train.objective.samples import build_samples
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from nbagent_train.losses import (  # noqa: E402
+from nbagent_train.objective.losses import (  # noqa: E402
     aggregate,
     aggregation_normalizer,
     importance_weights,

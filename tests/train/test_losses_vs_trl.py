@@ -20,10 +20,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from nbagent_train.advantages import compute_advantages  # noqa: E402
 from nbagent_train.backends.trl import TRLBackend  # noqa: E402
-from nbagent_train.config import TrainConfig  # noqa: E402
-from nbagent_train.samples import Sample, build_samples  # noqa: E402
+from nbagent_train.config.base import TrainConfig  # noqa: E402
+from nbagent_train.objective.advantages import compute_advantages  # noqa: E402
+from nbagent_train.objective.samples import Sample, build_samples  # noqa: E402
 from tests.train.trajectories import make_episode  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]

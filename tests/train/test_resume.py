@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from nbagent_train.fit import checkpoint_dirs
-from nbagent_train.metrics import read_metrics
+from nbagent_train.runs.metrics import read_metrics
 from tests.train.runs import CLI, ENV, adapter_weights, run_cli, write_trajectories
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]

@@ -10,9 +10,9 @@ import pytest
 from rich.console import Console
 
 from nbagent.trajectory import Action, ModelCall, ModelInfo, Reward, Step, TaskSpec, Termination, Trajectory
-from nbagent_train.config import SampleConfig
+from nbagent_train.config.base import SampleConfig
 from nbagent_train.errors import SampleBuildError
-from nbagent_train.samples import build_samples
+from nbagent_train.objective.samples import build_samples
 from tests.train.trajectories import GOOD, completion_ids, grouped_episodes, make_episode, prompt_ids
 
 

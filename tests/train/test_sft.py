@@ -16,12 +16,12 @@ from typer.testing import CliRunner  # noqa: E402
 
 from nbagent.trajectory import Reward, Termination, Trajectory, TrajectoryWriter  # noqa: E402
 from nbagent_train.backends.trl import TRLBackend  # noqa: E402
-from nbagent_train.batching import collate  # noqa: E402
-from nbagent_train.cli import app  # noqa: E402
+from nbagent_train.cli.app import app  # noqa: E402
 from nbagent_train.errors import BackendError, SampleBuildError, TrainConfigError  # noqa: E402
 from nbagent_train.fit import checkpoint_dirs  # noqa: E402
-from nbagent_train.metrics import read_metrics  # noqa: E402
-from nbagent_train.samples import Sample, build_samples  # noqa: E402
+from nbagent_train.objective.batching import collate  # noqa: E402
+from nbagent_train.objective.samples import Sample, build_samples  # noqa: E402
+from nbagent_train.runs.metrics import read_metrics  # noqa: E402
 from nbagent_train.sft import SelectConfig, SFTConfig, SFTRun, select_episodes, sft  # noqa: E402
 from tests.train.runs import adapter_weights, run_cli  # noqa: E402
 from tests.train.trajectories import BAD, GOOD, make_episode  # noqa: E402

@@ -5,16 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from nbagent.trajectory import (
-    Action,
-    ModelCall,
-    ModelInfo,
-    Reward,
-    Step,
-    TaskSpec,
-    Termination,
-    Trajectory,
-)
+from nbagent.trajectory import Action, ModelCall, ModelInfo, Reward, Step, TaskSpec, Termination, Trajectory
 
 SYSTEM = "You are a helpful assistant that solves problems by writing Python code in a notebook."
 LogprobFn = Callable[[list[int], list[int]], list[float]]

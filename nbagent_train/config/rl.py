@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from nbagent.trajectory import DEFAULT_MAX_TOKENS
-from nbagent_train.config import SMOLLM2_ALIAS, TrainConfig, _Section
+from nbagent_train.config.base import SMOLLM2_ALIAS, TrainConfig, _Section
 
 __all__ = [
     "SMOLLM2_ALIAS",

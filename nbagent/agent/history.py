@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from nbagent.agent.prompts import NOTEPAD_HEADER, SUMMARY_NOTE, TRIMMED_NOTE
 from nbagent.errors import ConfigError, NBAgentError
 from nbagent.models.base import ChatMessage, Model
-from nbagent.prompts import NOTEPAD_HEADER, SUMMARY_NOTE, TRIMMED_NOTE
 from nbagent.trajectory import ContextEvent
 
 ContextPolicy = Literal["hard", "none", "summarize"]

@@ -1,7 +1,7 @@
 """`nbagent-train eval`: the base policy and trained weights on the same evaluation tasks, one table.
 
 Each policy is served in turn by one vLLM server (LoRA adapters hot-loaded, full checkpoints by restart),
-episodes run through nbagent's collector with the recipe's agent, and `nbagent.evaluation.evaluate`
+episodes run through nbagent's collector with the recipe's agent, and `nbagent.trajectory.evaluation.evaluate`
 turns the scored trajectories into accuracy numbers. Trajectories go to ``<out>/<policy>.jsonl`` (an
 interrupted evaluation resumes from them) and the table to ``<out>/report.json``.
 """
@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from nbagent.outputs import check_output_folder
+from nbagent.output_files import check_output_folder
 from nbagent.trajectory import read_trajectories
+from nbagent_train.config.rl import RLConfig
 from nbagent_train.errors import TrainConfigError
-from nbagent_train.rl_config import RLConfig
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from nbagent.evaluation import DatasetMetrics
+    from nbagent.trajectory.evaluation import DatasetMetrics
     from nbagent_train.backends import ExportResult
-    from nbagent_train.loop import PolicyEndpoint
+    from nbagent_train.rl.loop import PolicyEndpoint
 
 
 @dataclass
@@ -95,10 +95,10 @@ async def evaluate_policies(
 
     `endpoint` replaces the server the config describes (it is closed at the end either way).
     """
-    from nbagent.environments import load_environment
-    from nbagent.evaluation import evaluate
-    from nbagent.rollout import collect
-    from nbagent_train.loop import build_agent, open_endpoint
+    from nbagent.environments.base import load_environment
+    from nbagent.rollout.collect import collect
+    from nbagent.trajectory.evaluation import evaluate
+    from nbagent_train.rl.loop import build_agent, open_endpoint
 
     check_output_folder(plan.out, "the evaluation")
     env = load_environment(config.env.name, **config.env.kwargs)

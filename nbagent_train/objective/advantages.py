@@ -21,8 +21,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from nbagent_train.config import AdvantageConfig
-from nbagent_train.samples import EpisodeInfo, Sample
+from nbagent_train.config.base import AdvantageConfig
+from nbagent_train.objective.samples import EpisodeInfo, Sample
 
 STD_EPS = 1e-4
 """Added to the group std before dividing (TRL's constant)."""

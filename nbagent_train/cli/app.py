@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.text import Text
 
 from nbagent.errors import NBAgentError
-from nbagent.outputs import check_output_folder
-from nbagent_train.config import (
+from nbagent.output_files import check_output_folder
+from nbagent_train.config.base import (
     ConfigT,
     TrainConfig,
     build_config,
@@ -31,7 +31,7 @@ from nbagent_train.config import (
 
 TrainConfigT = TypeVar("TrainConfigT", bound=TrainConfig)
 
-COMMAND_MODULES: tuple[str, ...] = ("nbagent_train.loop", "nbagent_train.evaluation")
+COMMAND_MODULES: tuple[str, ...] = ("nbagent_train.rl.loop",)
 """Modules that may add subcommands through `register_commands(app: typer.Typer) -> None`."""
 
 app = typer.Typer(

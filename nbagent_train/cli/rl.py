@@ -1,5 +1,5 @@
 """`nbagent-train rl` (the online loop) and `nbagent-train eval` (before/after tables), registered on the
-trainer's typer app by `nbagent_train.loop.register_commands`."""
+trainer's typer app by `nbagent_train.rl.loop.register_commands`."""
 
 from __future__ import annotations
 
@@ -57,10 +57,10 @@ def rl_command(
     ] = None,
 ) -> None:
     """Online RL: serve the policy with vLLM, collect episodes, train, publish the new weights, repeat."""
-    from nbagent_train.cli import console, resolve_config
-    from nbagent_train.config import parse_override
-    from nbagent_train.loop import load_run_config, reward_trend, rl
-    from nbagent_train.rl_config import RLConfig
+    from nbagent_train.cli.app import console, resolve_config
+    from nbagent_train.config.base import parse_override
+    from nbagent_train.config.rl import RLConfig
+    from nbagent_train.rl.loop import load_run_config, reward_trend, rl
 
     flags: dict[str, Any] = {k: v for k, v in locals().items() if k in RL_FLAGS}
     flags["run_dir"] = None if run_dir is None else str(run_dir)
@@ -102,16 +102,16 @@ def eval_command(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field.")] = None,
 ) -> None:
     """Before/after table: the base policy and trained weights on the same evaluation tasks."""
-    from nbagent_train.cli import console, resolve_config
-    from nbagent_train.loop import RunFolder, load_run_config
-    from nbagent_train.rl_config import RLConfig
-    from nbagent_train.rl_eval import EvalPlan, run_eval
+    from nbagent_train.cli.app import console, resolve_config
+    from nbagent_train.config.rl import RLConfig
+    from nbagent_train.rl.eval import EvalPlan, run_eval
+    from nbagent_train.rl.loop import RunFolder, load_run_config
 
     sets = list(set_ or [])
     if policy_url is not None:
         sets.append(f"server.policy_url={policy_url}")
     if run is not None and config is None:
-        from nbagent_train.config import parse_override
+        from nbagent_train.config.base import parse_override
 
         cfg = load_run_config(run, dict(parse_override(s) for s in sets))
     else:

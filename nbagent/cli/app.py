@@ -12,7 +12,6 @@ import importlib
 import importlib.util
 import json
 import os
-import pkgutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,11 +29,11 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from nbagent.errors import ConfigError, NBAgentError
-from nbagent.outputs import check_output_file, check_output_folder
+from nbagent.output_files import check_output_file, check_output_folder
 from nbagent.trajectory import DEFAULT_MAX_TOKENS, CorruptTrajectoryError, Step, Termination, Trajectory
 
 if TYPE_CHECKING:
-    from nbagent.agent import Agent, RunResult
+    from nbagent.agent.agent import Agent, RunResult
     from nbagent.models.base import Model
 
 EXIT_ANSWERED = 0
@@ -542,7 +541,7 @@ def run(
         )
     else:
         console.print(Text(f"Model: {choice.description}", style="dim"))
-    from nbagent.agent import Agent
+    from nbagent.agent.agent import Agent
 
     agent: Agent[None, str] = Agent(choice.model, **settings)
     printer = StepPrinter(console, verbose=verbose)
@@ -719,7 +718,7 @@ def export(
     skip_corrupt: SkipCorruptOption = False,
 ) -> None:
     """Export trajectories as OpenAI chat messages, ShareGPT conversations or notebooks."""
-    from nbagent.export import to_notebook, to_openai_messages, to_sharegpt
+    from nbagent.trajectory.export import to_notebook, to_openai_messages, to_sharegpt
 
     notebooks = export_format is ExportFormat.ipynb
     with one_line_errors():
@@ -761,18 +760,13 @@ _loaded = False
 
 
 def load_command_modules() -> typer.Typer:
-    """Import every ``nbagent.cli_<name>`` module and call its ``register(app)``; return the app."""
+    """Add the commands defined outside this module (`collect`, `eval`) to the app; return the app."""
     global _loaded
     if not _loaded:
         _loaded = True
-        package = importlib.util.find_spec("nbagent")
-        locations = package.submodule_search_locations if package is not None else None
-        for info in pkgutil.iter_modules(list(locations or [])):
-            if info.name.startswith("cli_"):
-                module = importlib.import_module(f"nbagent.{info.name}")
-                register = getattr(module, "register", None)
-                if callable(register):
-                    register(app)
+        from nbagent.cli.collect import register
+
+        register(app)
     return app
 
 

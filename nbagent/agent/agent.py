@@ -27,9 +27,9 @@ import anyio
 from pydantic import BeforeValidator
 from typing_extensions import TypeVar
 
-from nbagent import notepad
-from nbagent.actions import ActionFormat, ActionParser, get_parser
-from nbagent.context import (
+from nbagent.agent import notepad
+from nbagent.agent.actions import ActionFormat, ActionParser, get_parser
+from nbagent.agent.history import (
     ContextBudgetExceeded,
     ContextBuilder,
     ContextPolicy,
@@ -37,11 +37,8 @@ from nbagent.context import (
     summary_request,
     token_counter,
 )
-from nbagent.errors import ConfigError, KernelError, NBAgentError, ToolDefinitionError, ToolError
-from nbagent.models.base import ChatMessage, Model
-from nbagent.models.chat_tokenizer import with_prefill
-from nbagent.notepad import SYNC_TOOL_NAME, Notepad, kernel_setup_code, render_notepad
-from nbagent.prompts import (
+from nbagent.agent.notepad import SYNC_TOOL_NAME, Notepad, kernel_setup_code, render_notepad
+from nbagent.agent.prompts import (
     DEFAULT_SYSTEM_PROMPT,
     EMPTY_OUTPUT_NOTE,
     FORMAT_ERROR_NOTE,
@@ -55,6 +52,9 @@ from nbagent.prompts import (
     answer_instructions,
     render_system_prompt,
 )
+from nbagent.errors import ConfigError, KernelError, NBAgentError, ToolDefinitionError, ToolError
+from nbagent.models.base import ChatMessage, Model
+from nbagent.models.chat_tokenizer import with_prefill
 from nbagent.tools import RunContext, Tool, Toolset
 from nbagent.tools.results import to_json_value
 from nbagent.trajectory import (
@@ -137,8 +137,8 @@ class RunResult(Generic[OutputT]):
         return self.trajectory.steps
 
     def save_notebook(self, path: str | Path) -> Path:
-        """Write the episode as a Jupyter notebook (see `nbagent.export.to_notebook`)."""
-        from nbagent.export import to_notebook
+        """Write the episode as a Jupyter notebook (see `nbagent.trajectory.export.to_notebook`)."""
+        from nbagent.trajectory.export import to_notebook
 
         to_notebook(self.trajectory, path)
         return Path(path)

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nbagent.trajectory import ModelCall, Trajectory
-from nbagent_train.config import SampleConfig
+from nbagent_train.config.base import SampleConfig
 from nbagent_train.errors import SampleBuildError
 
 logger = logging.getLogger("nbagent_train")

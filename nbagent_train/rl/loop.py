@@ -2,7 +2,7 @@
 
 One iteration (`RLRun`):
 
-1. **collect** B tasks x K samples with nbagent's collector (`nbagent.rollout.collect`, the code path of
+1. **collect** B tasks x K samples with nbagent's collector (`nbagent.rollout.collect.collect`, the code path of
    ``nbagent collect``) against the policy server; every episode records the policy version it was
    sampled from and is appended to ``trajectories/iter-NNNNN.jsonl`` as it finishes;
 2. **train**: samples from the recorded token ids, advantages, one `TrainerBackend.step`;
@@ -36,18 +36,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from nbagent.outputs import OutputLock, check_output_folder
+from nbagent.output_files import OutputLock, check_output_folder
 from nbagent.trajectory import TaskSpec, Trajectory, read_trajectories
-from nbagent_train.config import dump_config, load_config
+from nbagent_train.config.base import dump_config, load_config
+from nbagent_train.config.rl import RLConfig
 from nbagent_train.errors import CheckpointError, TrainConfigError, TrainError
-from nbagent_train.rl_config import RLConfig
 
 if TYPE_CHECKING:
     import typer
     from rich.console import Console
 
-    from nbagent.agent import Agent
-    from nbagent.environments import Environment
+    from nbagent.agent.agent import Agent
+    from nbagent.environments.base import Environment
     from nbagent_train.backends import ExportResult, TrainerBackend
     from nbagent_train.serving.vllm import PolicyServer
 
@@ -186,7 +186,7 @@ class RunFolder:
         file of those iterations is copied to ``superseded/`` whole, and rewritten with only the episodes
         sampled from a policy version <= `keep_version` (still valid: the collector resumes from them).
         """
-        from nbagent_train.metrics import METRICS_FILE
+        from nbagent_train.runs.metrics import METRICS_FILE
 
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = self.root / "superseded"
@@ -474,7 +474,7 @@ class RLRun:
     def _make_environment(self) -> Environment:
         if self._environment is not None:
             return self._environment
-        from nbagent.environments import load_environment
+        from nbagent.environments.base import load_environment
 
         return load_environment(self.config.env.name, **self.config.env.kwargs)
 
@@ -531,7 +531,7 @@ class RLRun:
         """Run the remaining iterations; the server is stopped and the backend closed however it ends.
 
         The main process checks the run folder and locks it for the whole run (see
-        `nbagent.outputs.OutputLock`): a second run on the same folder is refused naming this one."""
+        `nbagent.output_files.OutputLock`): a second run on the same folder is refused naming this one."""
         if not self.config.model:
             raise TrainConfigError(
                 "model: no policy given; pass --config RECIPE.yaml or --model PATH_OR_NAME"
@@ -621,7 +621,7 @@ class RLRun:
     async def _collect(
         self, env: Environment, schedule: TaskSchedule, endpoint: PolicyEndpoint, iteration: int
     ) -> Batch:
-        from nbagent.rollout import collect
+        from nbagent.rollout.collect import collect
 
         cfg = self.config
         path = self.folder.trajectories(iteration)
@@ -673,9 +673,9 @@ class RLRun:
     async def _train_and_publish(
         self, batch: Batch, backend: TrainerBackend, endpoint: PolicyEndpoint | None, log: RunLog | None
     ) -> None:
-        from nbagent_train.advantages import compute_advantages
-        from nbagent_train.metrics_plot import episode_metrics, plot_metrics
-        from nbagent_train.samples import build_samples
+        from nbagent_train.objective.advantages import compute_advantages
+        from nbagent_train.objective.samples import build_samples
+        from nbagent_train.runs.plots import episode_metrics, plot_metrics
 
         cfg = self.config
         fresh, stale = select_fresh(batch.trajectories, self.version, cfg.loop.staleness)
@@ -764,8 +764,8 @@ class RunLog:
     """Where each iteration's record goes: ``metrics.jsonl`` and TensorBoard, and wandb when configured."""
 
     def __init__(self, root: Path, config: RLConfig, start: int) -> None:
-        from nbagent_train.metrics import MetricsLogger
-        from nbagent_train.metrics_plot import WandbMirror
+        from nbagent_train.runs.metrics import MetricsLogger
+        from nbagent_train.runs.plots import WandbMirror
 
         self._wandb = None
         if config.loop.wandb_project:
@@ -786,7 +786,7 @@ class RunLog:
 def build_agent(config: RLConfig, env: Environment, endpoint: PolicyEndpoint) -> Agent[Any, Any]:
     """The agent of a run or evaluation: the recipe's agent settings over the environment's wishes,
     sampling from the endpoint's current model."""
-    from nbagent.agent import Agent
+    from nbagent.agent.agent import Agent
     from nbagent.kernel import KernelConfig
     from nbagent.models.openai import OpenAIModel
     from nbagent.trajectory import SamplingSettings
@@ -857,6 +857,6 @@ def reward_trend(records: Sequence[dict[str, Any]], window: int) -> tuple[float,
 
 def register_commands(app: typer.Typer) -> None:
     """Add `rl` and `eval` to `nbagent-train` (called by `nbagent_train.cli`)."""
-    from nbagent_train.rl_cli import register
+    from nbagent_train.cli.rl import register
 
     register(app)

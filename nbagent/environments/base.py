@@ -182,7 +182,7 @@ def _factory_for(name: str) -> EnvironmentFactory:
     known = ", ".join(available_environments()) or "(none)"
     raise EnvironmentNotFoundError(
         f"unknown environment {name!r}. Available: {known}. Register one with "
-        f"nbagent.environments.register_environment, install a package with an entry point in the "
+        f"nbagent.environments.base.register_environment, install a package with an entry point in the "
         f"{ENTRY_POINT_GROUP!r} group, or pass 'module.path' (or 'module.path:function') of a "
         "module with a load_environment function."
     )

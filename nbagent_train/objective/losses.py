@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 
-from nbagent_train.config import Aggregation
+from nbagent_train.config.base import Aggregation
 
 ISMode = Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
 

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from nbagent.cli import (
+from nbagent.cli.app import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     AllowNetworkOption,
@@ -42,12 +42,12 @@ from nbagent.cli import (
     resolve_model,
 )
 from nbagent.errors import ConfigError, NBAgentError
-from nbagent.outputs import OutputLock, check_output_file
+from nbagent.output_files import OutputLock, check_output_file
 
 if TYPE_CHECKING:
-    from nbagent.agent import Agent
-    from nbagent.environments import Environment
-    from nbagent.rollout import CollectSummary
+    from nbagent.agent.agent import Agent
+    from nbagent.environments.base import Environment
+    from nbagent.rollout.collect import CollectSummary
     from nbagent.trajectory import TaskSpec
 
 __all__ = ["EndpointAgentFactory", "register"]
@@ -75,7 +75,7 @@ class EndpointAgentFactory:
     allow_network: bool = False
 
     def __call__(self, env: Environment) -> Agent[Any, Any]:
-        from nbagent.rollout import agent_for_environment
+        from nbagent.rollout.collect import agent_for_environment
 
         choice = resolve_model(self.base_url, self.model, self.api_key, self.local_model)
         settings = agent_settings(
@@ -186,7 +186,7 @@ class _Plan:
 
 
 def _plan(env_name: str, env_kwargs: dict[str, Any], split: str, limit: int | None, ray: str | None) -> _Plan:
-    from nbagent.environments import load_environment
+    from nbagent.environments.base import load_environment
 
     env = load_environment(env_name, **env_kwargs)
     tasks = list(env.tasks(split))
@@ -201,7 +201,7 @@ def _collect_from_flags(flags: dict[str, Any]) -> tuple[Console, _Plan, CollectS
     Ctrl-C exits 130 with a hint to resume (finished episodes are kept)."""
     import anyio
 
-    from nbagent.rollout import collect
+    from nbagent.rollout.collect import collect
 
     console = Console(stderr=True, highlight=False)
     agent_flags = {name: flags[name] for name in _AGENT_FLAGS}
@@ -369,9 +369,9 @@ def eval_command(
     progress: ProgressOption = True,
 ) -> None:
     """Run an environment's tasks and print the accuracy table per dataset (EM, F1, judge, pass@k)."""
-    from nbagent.evaluation import evaluate, render_report
-    from nbagent.rollout import plan_jobs
+    from nbagent.rollout.collect import plan_jobs
     from nbagent.trajectory import read_trajectories
+    from nbagent.trajectory.evaluation import evaluate, render_report
 
     out = out or Path("runs") / "eval" / f"{env.replace(':', '_')}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     target = json_out or out.with_suffix(".metrics.json")

@@ -23,7 +23,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from nbagent.errors import ConfigError
-from nbagent.rollout import (
+from nbagent.rollout.collect import (
     AgentSource,
     EnvironmentSource,
     EpisodeJob,

@@ -1,19 +1,16 @@
-"""The trajectory data contract: one JSON object per finished episode, one per line.
+"""The trajectory data contract: the records of one finished episode.
 
 Everything an RL trainer or an analyst needs is recorded here, token-exact where the model server
-returns token ids. This module depends on pydantic only (see DESIGN.md, layer rules).
+returns token ids. This module depends on pydantic only (see docs/architecture.md, layer rules).
 """
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Iterator
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
@@ -273,84 +270,3 @@ class Trajectory(_Record):
 
     def to_json_line(self) -> str:
         return self.model_dump_json(exclude_none=False) + "\n"
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading and writing JSONL
-# --------------------------------------------------------------------------------------------------
-
-
-class CorruptTrajectoryError(ValueError):
-    """A line of a trajectory file could not be parsed."""
-
-    def __init__(self, path: Path, line_no: int, reason: str) -> None:
-        super().__init__(
-            f"{path}:{line_no}: corrupt trajectory record ({reason}). "
-            "Pass on_error='skip' to skip bad lines, or repair or delete that line."
-        )
-        self.path = path
-        self.line_no = line_no
-        self.reason = reason
-
-
-class TrajectoryWriter:
-    """Appends one trajectory per line and flushes it, so a crash loses at most the episode in flight."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        torn = self._ends_mid_line(self.path)
-        self._file = self.path.open("a", encoding="utf-8")
-        if torn:
-            # A previous writer died mid-record: end that fragment's line so the next record stays whole
-            # (readers report or skip the fragment as one corrupt line).
-            self._file.write("\n")
-        self.count = 0
-
-    @staticmethod
-    def _ends_mid_line(path: Path) -> bool:
-        if not path.exists() or path.stat().st_size == 0:
-            return False
-        with path.open("rb") as f:
-            f.seek(-1, 2)
-            return f.read(1) != b"\n"
-
-    def write(self, trajectory: Trajectory) -> None:
-        self._file.write(trajectory.to_json_line())
-        self._file.flush()
-        self.count += 1
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> TrajectoryWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def read_trajectories(path: str | Path, on_error: Literal["raise", "skip"] = "raise") -> Iterator[Trajectory]:
-    """Stream the trajectories of a JSONL file.
-
-    A corrupt line raises `CorruptTrajectoryError` naming the file and line, or is skipped (with
-    ``on_error="skip"``). A final line without a newline (a write cut short) is treated the same way.
-    """
-    p = Path(path)
-    with p.open("r", encoding="utf-8", errors="replace") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-                if not isinstance(data, dict):
-                    raise ValueError("not a JSON object")
-                version = data.get("schema_version")
-                if version != SCHEMA_VERSION:
-                    raise ValueError(f"schema_version {version!r}, this nbagent reads {SCHEMA_VERSION}")
-                yield Trajectory.model_validate(data)
-            except (ValueError, ValidationError) as exc:
-                if on_error == "skip":
-                    continue
-                reason = str(exc).splitlines()[0]
-                raise CorruptTrajectoryError(p, line_no, reason) from exc

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from nbagent.actions import get_parser
+from nbagent.agent.actions import get_parser
+from nbagent.agent.prompts import TASK_TEMPLATE
 from nbagent.errors import NBAgentError
-from nbagent.prompts import TASK_TEMPLATE
-from nbagent.trajectory import CellResult, JSONDict, Step, Trajectory
+from nbagent.trajectory.schema import CellResult, JSONDict, Step, Trajectory
 
 ChatMessage = dict[str, Any]
 

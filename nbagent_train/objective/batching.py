@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nbagent_train.samples import Sample
+from nbagent_train.objective.samples import Sample
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from nbagent.trajectory import Termination, Trajectory
+from nbagent.trajectory.schema import Termination, Trajectory
 
 __all__ = ["DatasetMetrics", "EvalReport", "evaluate", "pass_at_k", "render_report"]
 

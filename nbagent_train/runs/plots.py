@@ -2,7 +2,7 @@
 
 `episode_metrics` summarizes one iteration's trajectories (reward, success, length, terminations,
 tokens); the loop writes it with the training metrics to ``metrics.jsonl`` and TensorBoard
-(`nbagent_train.metrics.MetricsLogger`) and, when configured, to wandb (`WandbMirror`); `plot_metrics`
+(`nbagent_train.runs.metrics.MetricsLogger`) and, when configured, to wandb (`WandbMirror`); `plot_metrics`
 draws ``reward.png`` and ``metrics.png`` from the JSONL file (matplotlib, Agg backend: no display needed);
 `plot_training` draws a `fit` / `sft` run's ``training.png``.
 """

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
-import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -28,9 +27,9 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from nbagent.environments import Environment
+from nbagent.environments.base import Environment
 from nbagent.errors import ConfigError, NBAgentError
-from nbagent.outputs import OutputLock, check_output_file
+from nbagent.output_files import OutputLock, check_output_file
 from nbagent.trajectory import (
     ModelCall,
     ModelInfo,
@@ -40,12 +39,13 @@ from nbagent.trajectory import (
     Trajectory,
     TrajectoryWriter,
     read_trajectories,
+    truncate_torn_tail,
 )
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from nbagent.agent import Agent, AgentRun
+    from nbagent.agent.agent import Agent, AgentRun
     from nbagent.kernel import KernelConfig, KernelPool
     from nbagent.models.base import ChatMessage, Model
 
@@ -141,31 +141,6 @@ class ResumeState:
     """Size of a torn last record (a write cut short by a kill) that was removed."""
 
 
-def _truncate_torn_tail(path: Path) -> int:
-    """Cut a final line that lacks its newline (a record whose write was interrupted); return bytes cut."""
-    size = path.stat().st_size
-    if size == 0:
-        return 0
-    with path.open("rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return 0
-        chunk = 1 << 16
-        end = size
-        while end > 0:
-            start = max(0, end - chunk)
-            f.seek(start)
-            newline = f.read(end - start).rfind(b"\n")
-            if newline >= 0:
-                keep = start + newline + 1
-                break
-            end = start
-        else:
-            keep = 0
-        f.truncate(keep)
-        return size - keep
-
-
 def prepare_output(path: str | Path, *, resume: bool) -> ResumeState:
     """Check the output file and, when resuming, learn which pairs it already holds.
 
@@ -182,7 +157,7 @@ def prepare_output(path: str | Path, *, resume: bool) -> ResumeState:
             f"{p} already holds trajectories. Pass --resume (resume=True) to continue that collection, "
             "or choose another output path."
         )
-    state.truncated_bytes = _truncate_torn_tail(p)
+    state.truncated_bytes = truncate_torn_tail(p)
     with p.open("rb") as f:
         lines = sum(1 for line in f if line.strip())
     for traj in read_trajectories(p, on_error="skip"):
@@ -249,7 +224,7 @@ def resolve_environment(env: EnvironmentSource) -> Environment:
 
 def resolve_agent(agent: AgentSource, env: Environment, max_inflight_requests: int | None) -> Agent[Any, Any]:
     """The agent for `env`, its model wrapped in a `BoundedModel` when a request limit is set."""
-    from nbagent.agent import Agent
+    from nbagent.agent.agent import Agent
 
     built = agent if isinstance(agent, Agent) else agent(env)
     if not isinstance(built, Agent):
@@ -435,7 +410,7 @@ def kernel_config_for(env: Environment, agent: Agent[Any, Any]) -> KernelConfig 
 def agent_for_environment(env: Environment, model: Model, **agent_kwargs: Any) -> Agent[Any, Any]:
     """An `Agent` for `env`: the environment's tools join ``agent_kwargs["tools"]`` and its
     `agent_overrides` take precedence over `agent_kwargs`."""
-    from nbagent.agent import Agent
+    from nbagent.agent.agent import Agent
 
     overrides = env.agent_overrides()
     tools = [*agent_kwargs.pop("tools", ()), *env.tools(), *overrides.pop("tools", ())]
@@ -510,7 +485,7 @@ async def _write_results(
 
 
 def _is_agent(obj: object) -> bool:
-    from nbagent.agent import Agent
+    from nbagent.agent.agent import Agent
 
     return isinstance(obj, Agent)
 
@@ -580,7 +555,7 @@ async def collect(
         ray: ``"local"`` or a Ray cluster address to run episodes on Ray actors.
         ray_actors: how many actors (default: one per 8 concurrent episodes, at least 1).
 
-    `out` is locked for the whole collection (see `nbagent.outputs.OutputLock`): a second collector on
+    `out` is locked for the whole collection (see `nbagent.output_files.OutputLock`): a second collector on
     the same file, resuming or not, is refused instead of writing the same pairs again.
 
     Returns a `CollectSummary`. Raises `OutputExistsError` for a non-empty `out` without `resume`,
@@ -617,7 +592,7 @@ async def collect(
                     if ray is None:
                         await _run_local(environment, agent, todo, concurrency, settings, send)
                     else:
-                        from nbagent.rollout_ray import run_on_ray
+                        from nbagent.rollout.ray import run_on_ray
 
                         actors = ray_actors or max(1, math.ceil(concurrency / 8))
                         await run_on_ray(

@@ -1,0 +1,1 @@
+"""The agent loop: the episode, its actions, prompts, notepad and the history of its context."""

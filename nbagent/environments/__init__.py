@@ -1,0 +1,1 @@
+"""Environments: tasks with verifiable rewards, found by name, scored per episode."""

@@ -1,0 +1,1 @@
+"""The online RL loop: schedule tasks, collect, train, publish; and before/after evaluation."""
