@@ -35,9 +35,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nbagent.environments.base import SimpleEnvironment  # noqa: E402
+from nbagent.environments import SimpleEnvironment  # noqa: E402
 from nbagent.models.openai import OpenAIModel  # noqa: E402
-from nbagent.rollout.collect import agent_for_environment, collect  # noqa: E402
+from nbagent.rollout import agent_for_environment, collect  # noqa: E402
 from nbagent.trajectory import TaskSpec, Termination, Trajectory  # noqa: E402
 
 SCRIPT = [

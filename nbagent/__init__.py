@@ -21,8 +21,8 @@ from nbagent.trajectory import (
 )
 
 if TYPE_CHECKING:
-    from nbagent.agent.agent import Agent, RunResult
-    from nbagent.environments.base import (
+    from nbagent.agent import Agent, RunResult
+    from nbagent.environments import (
         BaseEnvironment,
         Environment,
         SimpleEnvironment,
@@ -40,21 +40,21 @@ if TYPE_CHECKING:
         ScriptedModel,
         TransformersModel,
     )
-    from nbagent.rollout.collect import collect
+    from nbagent.rollout import collect
     from nbagent.tools import RunContext, Tool, ToolBridge, Toolset, tool
     from nbagent.trajectory.export import to_notebook, to_openai_messages
 
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
-    "Agent": "nbagent.agent.agent",
-    "RunResult": "nbagent.agent.agent",
-    "BaseEnvironment": "nbagent.environments.base",
-    "Environment": "nbagent.environments.base",
-    "SimpleEnvironment": "nbagent.environments.base",
-    "available_environments": "nbagent.environments.base",
-    "load_environment": "nbagent.environments.base",
-    "register_environment": "nbagent.environments.base",
+    "Agent": "nbagent.agent",
+    "RunResult": "nbagent.agent",
+    "BaseEnvironment": "nbagent.environments",
+    "Environment": "nbagent.environments",
+    "SimpleEnvironment": "nbagent.environments",
+    "available_environments": "nbagent.environments",
+    "load_environment": "nbagent.environments",
+    "register_environment": "nbagent.environments",
     "to_notebook": "nbagent.trajectory.export",
     "to_openai_messages": "nbagent.trajectory.export",
     "Kernel": "nbagent.kernel",
@@ -68,7 +68,7 @@ _LAZY: dict[str, str] = {
     "OpenAIModel": "nbagent.models",
     "ScriptedModel": "nbagent.models",
     "TransformersModel": "nbagent.models",
-    "collect": "nbagent.rollout.collect",
+    "collect": "nbagent.rollout",
     "RunContext": "nbagent.tools",
     "Tool": "nbagent.tools",
     "ToolBridge": "nbagent.tools",

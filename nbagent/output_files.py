@@ -8,7 +8,7 @@ without write permission), so a command refuses it up front instead of failing w
 in it; a second process that asks for the same output gets `OutputLockedError` naming the holder. The
 kernel releases the lock when the holder's process ends, however it ends (SIGKILL included); a clean
 release also removes the file. Within the holding process the lock is re-entrant, so a command can
-lock its output before it loads anything and then call `nbagent.rollout.collect.collect`, which locks it too.
+lock its output before it loads anything and then call `nbagent.rollout.collect`, which locks it too.
 """
 
 from __future__ import annotations

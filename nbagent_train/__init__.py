@@ -5,7 +5,8 @@ when it is created.
 """
 
 from nbagent_train.backends import ExportResult, TrainerBackend, create_backend, register_backend
-from nbagent_train.config.base import TrainConfig, load_config
+from nbagent_train.config.base import TrainConfig
+from nbagent_train.config.loading import load_config
 from nbagent_train.fit import FitResult, fit
 from nbagent_train.objective.advantages import AdvantageResult, compute_advantages
 from nbagent_train.objective.samples import BuildSummary, Sample, SampleSet, build_samples

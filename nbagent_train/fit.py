@@ -20,15 +20,14 @@ from rich.console import Console
 
 from nbagent.trajectory import CorruptTrajectoryError, Trajectory, read_trajectories
 from nbagent_train.backends import ExportResult, TrainerBackend, create_backend
-from nbagent_train.backends.base import STATE_FILE
-from nbagent_train.config.base import TrainConfig, dump_config
+from nbagent_train.config.base import TrainConfig
+from nbagent_train.config.loading import dump_config
 from nbagent_train.errors import CheckpointError, SampleBuildError, TrainConfigError
 from nbagent_train.objective.advantages import compute_advantages, group_episodes
 from nbagent_train.objective.samples import Sample, SampleSet, build_samples
+from nbagent_train.runs.folder import BUILD_SUMMARY, CONFIG_FILE, RunFolder
 from nbagent_train.runs.metrics import MetricsLogger
 from nbagent_train.runs.plots import plot_training
-
-CHECKPOINTS = "checkpoints"
 
 
 def load_trajectories(paths: list[Path]) -> list[Trajectory]:
@@ -61,15 +60,6 @@ def load_tokenizer(config: TrainConfig) -> Any:
         return AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as exc:
         raise TrainConfigError(f"tokenizer: cannot load a tokenizer from {name!r}: {exc}") from exc
-
-
-def checkpoint_dirs(out: Path) -> list[Path]:
-    """Complete checkpoints of a run folder, oldest first."""
-    root = out / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.name.startswith("step-") and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
 
 
 @dataclass
@@ -155,7 +145,7 @@ class FitRun:
     # -- the run -----------------------------------------------------------------------------------------
 
     def _prepare_out(self) -> Path | None:
-        existing = checkpoint_dirs(self.out)
+        existing = RunFolder(self.out).checkpoints()
         if existing and not self.resume:
             raise CheckpointError(
                 f"{self.out} already holds checkpoints of a run; pass --resume to continue it, "
@@ -176,10 +166,8 @@ class FitRun:
             main = backend.is_main_process
             if main:
                 self.console.print(sample_set.summary.as_table())
-                dump_config(self.config, self.out / "config.yaml")
-                (self.out / "build_summary.json").write_text(
-                    json.dumps(sample_set.summary.to_dict(), indent=2)
-                )
+                dump_config(self.config, self.out / CONFIG_FILE)
+                (self.out / BUILD_SUMMARY).write_text(json.dumps(sample_set.summary.to_dict(), indent=2))
             backend.preflight(sample_set.samples)
             position = Position()
             if checkpoint is not None:
@@ -260,10 +248,10 @@ class FitRun:
         return format_metrics(iteration, total, metrics)
 
     def checkpoint(self, backend: TrainerBackend, pos: Position) -> Path:
-        path = self.out / CHECKPOINTS / f"step-{pos.iteration:06d}"
+        path = RunFolder(self.out).checkpoint(pos.iteration)
         backend.save(path, {"position": {"epoch": pos.epoch, "batch": pos.batch, "iteration": pos.iteration}})
         if backend.is_main_process:
-            for old in checkpoint_dirs(self.out)[: -self.config.run.keep_checkpoints]:
+            for old in RunFolder(self.out).checkpoints()[: -self.config.run.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
             plot_training(self.out)
         return path

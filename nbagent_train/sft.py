@@ -13,67 +13,15 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pydantic import Field, model_validator
 from rich.console import Console
 
-from nbagent.trajectory import Termination, Trajectory
+from nbagent.trajectory import Trajectory
+from nbagent.trajectory.evaluation import solved
 from nbagent_train.backends import TrainerBackend
-from nbagent_train.config.base import Objective, TrainConfig, _Section
+from nbagent_train.config.sft import SelectConfig, SFTConfig
 from nbagent_train.errors import SampleBuildError, TrainConfigError
 from nbagent_train.fit import FitResult, FitRun, Position
 from nbagent_train.objective.samples import SampleSet
-
-SFT_EPISODES_PER_BATCH = 8
-"""Default `run.batch_groups` of `sft`: episodes per batch (one optimizer step per `run.mini_batches`)."""
-
-
-class SelectConfig(_Section):
-    """Which recorded episodes `sft` trains on; the filters apply in this order, each one counted."""
-
-    terminations: list[Termination] | None = Field(default_factory=lambda: [Termination.SUBMITTED])
-    """Keep episodes that ended this way (default: with an answer); null keeps every termination."""
-    min_reward: float | None = None
-    """Keep episodes whose total reward is at least this (an episode without a reward is dropped)."""
-    success_key: str | None = None
-    """Keep episodes whose reward breakdown has this key at 1.0 or more (e.g. ``correct``)."""
-    dedupe: bool = True
-    """Keep identical episodes (same task, same completions) once."""
-
-
-class SFTConfig(TrainConfig):
-    """Everything `nbagent-train sft` needs: `TrainConfig` with the `select` section.
-
-    Defaults that differ from `fit`: ``objective: sft``, ``samples.mode: merged`` (a multi-step episode is
-    one sequence where its prompts extend each other), ``samples.missing_reward: zero`` (the loss does not
-    use rewards; the filters drop unscored episodes when they need a reward) and ``run.batch_groups: 8``.
-    """
-
-    objective: Objective = "sft"
-    select: SelectConfig = Field(default_factory=SelectConfig)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _sft_defaults(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        defaults: dict[str, dict[str, Any]] = {
-            "samples": {"mode": "merged", "missing_reward": "zero"},
-            "run": {"batch_groups": SFT_EPISODES_PER_BATCH},
-        }
-        data = dict(data)
-        for section, values in defaults.items():
-            given = data.get(section)
-            if given is None:
-                data[section] = values
-            elif isinstance(given, dict):
-                data[section] = values | given
-        return data
-
-    @model_validator(mode="after")
-    def _check_objective(self) -> SFTConfig:
-        if self.objective != "sft":
-            raise ValueError("objective: `nbagent-train sft` trains the sft objective; use `fit` for others")
-        return self
 
 
 @dataclass
@@ -139,7 +87,7 @@ def select_episodes(
             summary.termination += 1
         elif select.min_reward is not None and (reward is None or reward.total < select.min_reward):
             summary.min_reward += 1
-        elif key is not None and (reward is None or reward.breakdown.get(key, 0.0) < 1.0):
+        elif key is not None and not solved(traj, key):
             summary.success_key += 1
         elif select.dedupe and _dedupe_key(traj) in seen_keys:
             summary.duplicates += 1

@@ -8,7 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Unpack
 
-from nbagent.environments.base import ANSWER_ONLY, BaseEnvironment, EnvironmentOptions
+from nbagent.environments import ANSWER_ONLY, BaseEnvironment, EnvironmentOptions
 from nbagent.errors import ConfigError
 from nbagent.trajectory import Reward, TaskSpec
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from nbagent.agent.prompts import TASK_TEMPLATE
 from nbagent.models.base import ChatMessage
 from nbagent.models.testing import FunctionModel
-from nbagent.rollout.collect import CollectSummary, agent_for_environment, collect
+from nbagent.rollout import CollectSummary, agent_for_environment, collect
 from nbagent.trajectory import SamplingSettings
 
 from .environment import ComputeEnvironment
@@ -47,7 +47,7 @@ async def record(
     out: Path, *, split: str = "train", concurrency: int = 4, max_steps: int = 10
 ) -> CollectSummary:
     """Record one teacher episode per task of `split` into `out` (resumable)."""
-    from nbagent.cli.app import local_agent_settings
+    from nbagent.cli.options import local_agent_settings
     from nbagent.models.local import ensure_smollm2
 
     env = ComputeEnvironment()

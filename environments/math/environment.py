@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Unpack
 
-from nbagent.environments.base import ANSWER_ONLY, BaseEnvironment, EnvironmentOptions
+from nbagent.environments import ANSWER_ONLY, BaseEnvironment, EnvironmentOptions
 from nbagent.trajectory import Reward, TaskSpec
 
 from .checking import answers_equivalent

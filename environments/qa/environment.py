@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Unpack
 
-from nbagent.environments.base import BaseEnvironment, EnvironmentOptions
+from nbagent.environments import BaseEnvironment, EnvironmentOptions
 from nbagent.tools import Tool
 from nbagent.trajectory import Reward, TaskSpec
 

@@ -1,8 +1,9 @@
 """`nbagent collect` and `nbagent eval`: many scored episodes of an environment, and their accuracy table.
 
-Both take the model and agent flags of `nbagent run` (see `nbagent.cli`). `collect` writes grouped,
-scored trajectories and can resume; `eval` collects the same way (split ``test`` by default) and then
-prints and saves the per-dataset table computed from the trajectories' rewards.
+Both take the model and agent flags of `nbagent run` (`nbagent.cli.options`), sandboxed by default.
+`collect` writes grouped, scored trajectories and can resume; `eval` collects the same way (split
+``test`` by default) and then prints and saves the per-dataset table computed from the trajectories'
+rewards.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,83 +19,43 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from nbagent.cli.app import (
+from nbagent.cli.options import (
+    ENDPOINT_EPISODE_TIMEOUT,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
-    AllowNetworkOption,
-    ApiKeyOption,
-    BaseUrlOption,
-    CellTimeoutOption,
+    AgentFlags,
     EpisodeTimeoutOption,
-    FormatChoice,
-    FormatOption,
-    LocalModelOption,
-    MaxStepsOption,
-    MaxTokensOption,
-    ModelOption,
-    PrefillOption,
     SandboxOption,
-    TemperatureOption,
-    ToolOption,
-    agent_settings,
     fail,
     one_line_errors,
-    resolve_model,
+    with_flag_groups,
 )
 from nbagent.errors import ConfigError, NBAgentError
 from nbagent.output_files import OutputLock, check_output_file
 
 if TYPE_CHECKING:
-    from nbagent.agent.agent import Agent
-    from nbagent.environments.base import Environment
-    from nbagent.rollout.collect import CollectSummary
+    from nbagent.agent import Agent
+    from nbagent.environments import Environment
+    from nbagent.rollout import CollectSummary
     from nbagent.trajectory import TaskSpec
 
-__all__ = ["EndpointAgentFactory", "register"]
+__all__ = ["EndpointAgentFactory", "collect_command", "eval_command"]
 
 
 @dataclass(frozen=True)
-class EndpointAgentFactory:
-    """Builds the agent of the shared model/agent flags (same names as the options) for an
-    environment. Picklable, so Ray actors build their own model client and agent from it."""
+class EndpointAgentFactory(AgentFlags):
+    """The model and agent flags of `collect` and `eval`, which build the agent for an environment.
+    Picklable, so Ray actors build their own model client and agent from it."""
 
-    base_url: str | None = None
-    model: str | None = None
-    api_key: str | None = None
-    local_model: Path | None = None
-    max_steps: int = 10
-    temperature: float | None = None
-    max_tokens: int | None = None
-    cell_timeout: float = 60.0
-    episode_timeout: float = 240.0
-    action_format: FormatChoice | None = None
-    prefill: str | None = None
-    tool: tuple[str, ...] = ()
-    sandbox: bool = True
+    episode_timeout: EpisodeTimeoutOption = ENDPOINT_EPISODE_TIMEOUT
+    sandbox: SandboxOption = True
     """Episodes of model-written code at scale run sandboxed unless asked otherwise."""
-    allow_network: bool = False
 
     def __call__(self, env: Environment) -> Agent[Any, Any]:
-        from nbagent.rollout.collect import agent_for_environment
+        from nbagent.rollout import agent_for_environment
 
-        choice = resolve_model(self.base_url, self.model, self.api_key, self.local_model)
-        settings = agent_settings(
-            choice,
-            max_steps=self.max_steps,
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
-            cell_timeout=self.cell_timeout,
-            episode_timeout=self.episode_timeout,
-            action_format=self.action_format,
-            prefill=self.prefill,
-            tools=list(self.tool),
-            sandbox=self.sandbox,
-            allow_network=self.allow_network,
-        )
-        return agent_for_environment(env, choice.model, **settings)
-
-
-_AGENT_FLAGS = tuple(f.name for f in fields(EndpointAgentFactory))
+        choice = self.model_choice()
+        return agent_for_environment(env, choice.model, **self.agent_settings(choice))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,7 +75,9 @@ EnvArgOption = Annotated[
         show_default=False,
     ),
 ]
+SplitOption = Annotated[str, typer.Option("--split", help="Split of the tasks.")]
 LimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N tasks.")]
+SamplesOption = Annotated[int, typer.Option("--samples", "-k", min=1, help="Episodes per task.")]
 ConcurrencyOption = Annotated[
     int, typer.Option("--concurrency", "-c", min=1, help="Episodes in flight (kernels in the pool).")
 ]
@@ -153,24 +116,63 @@ JudgeBaseUrlOption = Annotated[
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
 
 
-def _env_kwargs(flags: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of the environment's `load_environment` from the command's flags."""
-    kwargs: dict[str, Any] = {}
-    for item in flags["env_arg"] or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"--env-arg {item!r}: write KEY=VALUE, e.g. --env-arg search=corpus")
-        try:
-            kwargs[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            kwargs[key.strip()] = raw
-    if flags["dataset"] is not None:
-        kwargs["dataset"] = flags["dataset"]
-    if flags["judge_model"] is not None:
-        kwargs["judge_model"] = flags["judge_model"]
-        if flags["judge_base_url"] is not None:
-            kwargs["judge_base_url"] = flags["judge_base_url"]
-    return kwargs
+@dataclass(frozen=True)
+class Episodes:
+    """Which episodes to run: the tasks of an environment's split, `samples` each, `concurrency` at once."""
+
+    env: EnvOption = "qa"
+    dataset: DatasetOption = None
+    env_arg: EnvArgOption = None
+    split: SplitOption = "train"
+    limit: LimitOption = None
+    samples: SamplesOption = 1
+    concurrency: ConcurrencyOption = 8
+
+    def env_kwargs(self, judge: Judge) -> dict[str, Any]:
+        """Keyword arguments of the environment's `load_environment`."""
+        kwargs: dict[str, Any] = {}
+        for item in self.env_arg or []:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise typer.BadParameter(f"--env-arg {item!r}: write KEY=VALUE, e.g. --env-arg search=corpus")
+            try:
+                kwargs[key.strip()] = json.loads(raw)
+            except json.JSONDecodeError:
+                kwargs[key.strip()] = raw
+        if self.dataset is not None:
+            kwargs["dataset"] = self.dataset
+        if judge.judge_model is not None:
+            kwargs["judge_model"] = judge.judge_model
+            if judge.judge_base_url is not None:
+                kwargs["judge_base_url"] = judge.judge_base_url
+        return kwargs
+
+
+@dataclass(frozen=True)
+class EvalEpisodes(Episodes):
+    """`eval`'s episodes: the test split by default, and samples for pass@k."""
+
+    split: SplitOption = "test"
+    samples: Annotated[int, typer.Option("--samples", "-k", min=1, help="Episodes per task (pass@k).")] = 1
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How the episodes run: resumed or not, on Ray or here, with how many model requests in flight."""
+
+    resume: ResumeOption = False
+    ray: RayOption = None
+    ray_actors: RayActorsOption = None
+    max_inflight_requests: InflightOption = None
+    tag: TagOption = None
+
+
+@dataclass(frozen=True)
+class Judge:
+    """The LLM judge that grades answers (qa)."""
+
+    judge_model: JudgeModelOption = None
+    judge_base_url: JudgeBaseUrlOption = None
 
 
 def _policy_version(value: str | None) -> int | str | None:
@@ -185,33 +187,41 @@ class _Plan:
     tasks: list[TaskSpec]
 
 
-def _plan(env_name: str, env_kwargs: dict[str, Any], split: str, limit: int | None, ray: str | None) -> _Plan:
-    from nbagent.environments.base import load_environment
+def _plan(episodes: Episodes, judge: Judge, ray: str | None) -> _Plan:
+    from nbagent.environments import load_environment
 
-    env = load_environment(env_name, **env_kwargs)
-    tasks = list(env.tasks(split))
+    env_kwargs = episodes.env_kwargs(judge)
+    env = load_environment(episodes.env, **env_kwargs)
+    tasks = list(env.tasks(episodes.split))
     if not tasks:
-        raise ConfigError(f"environment {env.name!r} has no tasks in split {split!r}")
-    source = functools.partial(load_environment, env_name, **env_kwargs) if ray else env
-    return _Plan(env, source, tasks[:limit] if limit else tasks)
+        raise ConfigError(f"environment {env.name!r} has no tasks in split {episodes.split!r}")
+    source = functools.partial(load_environment, episodes.env, **env_kwargs) if ray else env
+    return _Plan(env, source, tasks[: episodes.limit] if episodes.limit else tasks)
 
 
-def _collect_from_flags(flags: dict[str, Any]) -> tuple[Console, _Plan, CollectSummary]:
-    """Run `collect` for a command's flags (its parameters by name). A set-up error exits 1 in one line;
-    Ctrl-C exits 130 with a hint to resume (finished episodes are kept)."""
+def _collect(
+    factory: EndpointAgentFactory,
+    episodes: Episodes,
+    rollout: Rollout,
+    judge: Judge,
+    *,
+    out: Path,
+    policy_version: int | str | None,
+    progress: bool,
+) -> tuple[Console, _Plan, CollectSummary]:
+    """Run the episodes into `out` and print the summary. A set-up error exits 1 in one line; Ctrl-C
+    exits 130 with a hint to resume (finished episodes are kept)."""
     import anyio
 
-    from nbagent.rollout.collect import collect
+    from nbagent.rollout import collect
 
     console = Console(stderr=True, highlight=False)
-    agent_flags = {name: flags[name] for name in _AGENT_FLAGS}
-    factory = EndpointAgentFactory(**{**agent_flags, "tool": tuple(flags["tool"] or ())})
-    ray, samples, concurrency, out = flags["ray"], flags["samples"], flags["concurrency"], flags["out"]
+    samples, concurrency, ray = episodes.samples, episodes.concurrency, rollout.ray
     lock = OutputLock(out)  # refuse a second collector before loading anything; `collect` re-enters it
     try:
         check_output_file(out, "the trajectories")
         lock.acquire()
-        plan = _plan(flags["env"], _env_kwargs(flags), flags["split"], flags["limit"], ray)
+        plan = _plan(episodes, judge, ray)
         agent: Any = factory if ray else factory(plan.env)
         console.print(
             Text(
@@ -227,16 +237,16 @@ def _collect_from_flags(flags: dict[str, Any]) -> tuple[Console, _Plan, CollectS
             agent,
             plan.tasks,
             out=out,
-            split=flags["split"],
+            split=episodes.split,
             samples=samples,
             concurrency=concurrency,
-            resume=flags["resume"],
-            max_inflight_requests=flags["max_inflight_requests"],
-            tag=flags["tag"],
-            policy_version=_policy_version(flags.get("policy_version")),
-            progress=flags["progress"],
+            resume=rollout.resume,
+            max_inflight_requests=rollout.max_inflight_requests,
+            tag=rollout.tag,
+            policy_version=policy_version,
+            progress=progress,
             ray=ray,
-            ray_actors=flags["ray_actors"],
+            ray_actors=rollout.ray_actors,
         )
         summary = anyio.run(run)
     except NBAgentError as exc:
@@ -281,53 +291,30 @@ def _print_summary(console: Console, summary: CollectSummary) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+@with_flag_groups
 def collect_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Trajectory JSONL file to append to.")],
-    env: EnvOption = "qa",
-    dataset: DatasetOption = None,
-    env_arg: EnvArgOption = None,
-    split: Annotated[str, typer.Option("--split", help="Split of the tasks.")] = "train",
-    limit: LimitOption = None,
-    samples: Annotated[int, typer.Option("--samples", "-k", min=1, help="Episodes per task.")] = 1,
-    concurrency: ConcurrencyOption = 8,
-    resume: ResumeOption = False,
-    ray: RayOption = None,
-    ray_actors: RayActorsOption = None,
-    max_inflight_requests: InflightOption = None,
-    tag: TagOption = None,
+    *,
+    episodes: Episodes,
+    rollout: Rollout,
     policy_version: PolicyVersionOption = None,
-    judge_model: JudgeModelOption = None,
-    judge_base_url: JudgeBaseUrlOption = None,
-    base_url: BaseUrlOption = None,
-    model: ModelOption = None,
-    api_key: ApiKeyOption = None,
-    local_model: LocalModelOption = None,
-    max_steps: MaxStepsOption = 10,
-    temperature: TemperatureOption = None,
-    max_tokens: MaxTokensOption = None,
-    cell_timeout: CellTimeoutOption = 60.0,
-    episode_timeout: EpisodeTimeoutOption = 240.0,
-    action_format: FormatOption = None,
-    prefill: PrefillOption = None,
-    tool: ToolOption = None,
-    sandbox: SandboxOption = True,
-    allow_network: AllowNetworkOption = False,
+    judge: Judge,
+    agent: EndpointAgentFactory,
     progress: ProgressOption = True,
 ) -> None:
     """Run N tasks x K samples of an environment, score them, and append each episode to --out."""
-    _, _, summary = _collect_from_flags(dict(locals()))
+    version = _policy_version(policy_version)
+    _, _, summary = _collect(
+        agent, episodes, rollout, judge, out=out, policy_version=version, progress=progress
+    )
     if not summary.complete:
         raise typer.Exit(EXIT_ERROR)
 
 
+@with_flag_groups
 def eval_command(
-    env: EnvOption = "qa",
-    dataset: DatasetOption = None,
-    env_arg: EnvArgOption = None,
-    split: Annotated[str, typer.Option("--split", help="Split of the tasks.")] = "test",
-    limit: LimitOption = None,
-    samples: Annotated[int, typer.Option("--samples", "-k", min=1, help="Episodes per task (pass@k).")] = 1,
-    concurrency: ConcurrencyOption = 8,
+    *,
+    episodes: EvalEpisodes,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Trajectory file (default runs/eval/<env>-<time>.jsonl)."),
@@ -345,40 +332,25 @@ def eval_command(
     threshold: Annotated[
         float, typer.Option("--threshold", help="Solved when the metric is at least this.")
     ] = 1.0,
-    resume: ResumeOption = False,
-    ray: RayOption = None,
-    ray_actors: RayActorsOption = None,
-    max_inflight_requests: InflightOption = None,
-    tag: TagOption = None,
-    judge_model: JudgeModelOption = None,
-    judge_base_url: JudgeBaseUrlOption = None,
-    base_url: BaseUrlOption = None,
-    model: ModelOption = None,
-    api_key: ApiKeyOption = None,
-    local_model: LocalModelOption = None,
-    max_steps: MaxStepsOption = 10,
-    temperature: TemperatureOption = None,
-    max_tokens: MaxTokensOption = None,
-    cell_timeout: CellTimeoutOption = 60.0,
-    episode_timeout: EpisodeTimeoutOption = 240.0,
-    action_format: FormatOption = None,
-    prefill: PrefillOption = None,
-    tool: ToolOption = None,
-    sandbox: SandboxOption = True,
-    allow_network: AllowNetworkOption = False,
+    rollout: Rollout,
+    judge: Judge,
+    agent: EndpointAgentFactory,
     progress: ProgressOption = True,
 ) -> None:
     """Run an environment's tasks and print the accuracy table per dataset (EM, F1, judge, pass@k)."""
-    from nbagent.rollout.collect import plan_jobs
+    from nbagent.rollout import plan_jobs
     from nbagent.trajectory import read_trajectories
     from nbagent.trajectory.evaluation import evaluate, render_report
 
-    out = out or Path("runs") / "eval" / f"{env.replace(':', '_')}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = out or Path("runs") / "eval" / f"{episodes.env.replace(':', '_')}-{stamp}.jsonl"
     target = json_out or out.with_suffix(".metrics.json")
     with one_line_errors():
         check_output_file(target, "the table")
-    console, plan, summary = _collect_from_flags(dict(locals()))
-    planned = {job.key for job in plan_jobs(plan.env.name, plan.tasks, samples, tag)}
+    console, plan, _ = _collect(
+        agent, episodes, rollout, judge, out=out, policy_version=None, progress=progress
+    )
+    planned = {job.key for job in plan_jobs(plan.env.name, plan.tasks, episodes.samples, rollout.tag)}
     trajectories = [
         t for t in read_trajectories(out, on_error="skip") if (t.group_id, t.sample_index) in planned
     ]
@@ -387,9 +359,3 @@ def eval_command(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
     console.print(Text(f"table: {target}; trajectories: {out}", style="dim"))
-
-
-def register(app: typer.Typer) -> None:
-    """Add `collect` and `eval` to the `nbagent` app."""
-    app.command("collect")(collect_command)
-    app.command("eval")(eval_command)

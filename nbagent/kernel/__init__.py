@@ -1,9 +1,11 @@
 """The notebook runtime: real Jupyter kernels with bounded cells, limits, a sandbox and a pool."""
 
+from nbagent.kernel.boot import kernel_module_code
 from nbagent.kernel.config import KernelConfig
-from nbagent.kernel.kernel import InputHandler, Kernel, kernel_module_code
+from nbagent.kernel.kernel import Kernel
 from nbagent.kernel.pool import KernelPool
 from nbagent.kernel.render import render_cell, strip_ansi, truncate_middle
+from nbagent.kernel.stdin import InputHandler
 from nbagent.trajectory import (
     CellOutput,
     CellResult,

@@ -23,18 +23,17 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from nbagent.errors import ConfigError
-from nbagent.rollout.collect import (
+from nbagent.rollout.episode import (
     AgentSource,
     EnvironmentSource,
-    EpisodeJob,
     EpisodeSettings,
-    RolloutError,
     kernel_config_for,
-    pool_size,
     resolve_agent,
     resolve_environment,
     run_episode,
 )
+from nbagent.rollout.local import pool_size
+from nbagent.rollout.plan import EpisodeJob, RolloutError
 from nbagent.trajectory import ModelInfo, Termination, Trajectory
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from nbagent.trajectory.schema import Termination, Trajectory
 
-__all__ = ["DatasetMetrics", "EvalReport", "evaluate", "pass_at_k", "render_report"]
+__all__ = ["DatasetMetrics", "EvalReport", "evaluate", "pass_at_k", "render_report", "solved"]
 
 SHOWN_METRICS = {"exact_match": "EM", "f1": "F1", "judge_correct": "judge"}
 """Breakdown keys shown as table columns, in this order, when the trajectories have them."""
@@ -72,7 +72,12 @@ def _dataset_of(traj: Trajectory) -> str:
     return str(dataset) if dataset else traj.environment or "unknown"
 
 
-def _solved(traj: Trajectory, metric: str, threshold: float) -> bool:
+def solved(traj: Trajectory, metric: str, threshold: float = 1.0) -> bool:
+    """Whether an episode counts as solved: its reward breakdown's `metric` (or the total, for
+    ``"total"``) reaches `threshold`. Unscored episodes and a missing breakdown key are unsolved.
+
+    The one rule for success: evaluation tables, the RL loop's ``success_rate`` and SFT selection use it.
+    """
     if traj.reward is None:
         return False
     value = traj.reward.total if metric == "total" else traj.reward.breakdown.get(metric)
@@ -87,7 +92,7 @@ def _row(name: str, trajs: Sequence[Trajectory], metric: str, threshold: float) 
     keys = sorted({key for r in rewards for key in r.breakdown})
     metrics = {key: fmean(r.breakdown[key] for r in rewards if key in r.breakdown) for key in keys}
     k = min(len(group) for group in by_task.values())
-    solved = {task: sum(_solved(t, metric, threshold) for t in group) for task, group in by_task.items()}
+    counts = {task: sum(solved(t, metric, threshold) for t in group) for task, group in by_task.items()}
     terminations: dict[str, int] = defaultdict(int)
     for traj in trajs:
         terminations[Termination(traj.termination).value] += 1
@@ -98,8 +103,8 @@ def _row(name: str, trajs: Sequence[Trajectory], metric: str, threshold: float) 
         k=k,
         metrics=metrics,
         reward_mean=fmean(r.total for r in rewards) if rewards else None,
-        pass_at_k=fmean(pass_at_k(len(by_task[task]), c, k) for task, c in solved.items()),
-        mean_at_k=fmean(c / len(by_task[task]) for task, c in solved.items()),
+        pass_at_k=fmean(pass_at_k(len(by_task[task]), c, k) for task, c in counts.items()),
+        mean_at_k=fmean(c / len(by_task[task]) for task, c in counts.items()),
         unscored=len(trajs) - len(rewards),
         terminations=dict(terminations),
     )

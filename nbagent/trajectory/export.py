@@ -1,45 +1,39 @@
-"""Exporters: a `Trajectory` as chat messages, as a Jupyter notebook, or as token sequences.
+"""Exporters: a `Trajectory` as chat messages or as a Jupyter notebook.
 
 - `to_openai_messages`: the whole episode as one OpenAI chat conversation (no context trimming).
 - `to_sharegpt`: the same conversation in ShareGPT's ``{"conversations": [{"from", "value"}]}`` form.
 - `to_notebook`: an ``.ipynb`` (nbformat 4) with the task, the model's reasoning as markdown, its code as
   code cells with their real outputs (images included), and the final answer.
-- `to_token_sequences`: per step, the recorded prompt + completion token ids with a loss mask on the
-  completion (what the model sampled), and the behaviour logprobs.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from nbagent.agent.actions import get_parser
-from nbagent.agent.prompts import TASK_TEMPLATE
-from nbagent.errors import NBAgentError
 from nbagent.trajectory.schema import CellResult, JSONDict, Step, Trajectory
 
 ChatMessage = dict[str, Any]
 
 
-class MissingTokenIdsError(NBAgentError):
-    """A step has no recorded token ids (the model server did not return them)."""
+def assistant_text(step: Step) -> str:
+    """The assistant message a step added to the history (`Step.assistant_text`, recorded by the agent
+    exactly as its next model call saw it); records written before that field get the raw reply,
+    prefill + completion."""
+    if step.assistant_text is not None:
+        return step.assistant_text
+    return (step.model_call.prefill or "") + step.model_call.completion
 
 
-def assistant_text(traj: Trajectory, step: Step) -> str:
-    """The assistant message a step added to the history: prefill + completion, closed like the agent did.
-
-    A stop sequence the server cut off (e.g. ``</code>``) is put back when the trajectory names a
-    built-in action format in ``metadata["action_format"]``.
-    """
-    call = step.model_call
-    text = (call.prefill or "") + call.completion
-    fmt = traj.metadata.get("action_format")
-    if fmt in ("xml", "markdown"):
-        text = get_parser(fmt).close(text, truncated=call.finish_reason == "length")
-    return text
+def task_message(traj: Trajectory) -> str:
+    """The user message that opened the episode (`Trajectory.task_message`); for records written before
+    that field, the first user message the model was sent, else the task's prompt."""
+    if traj.task_message is not None:
+        return traj.task_message
+    sent = traj.steps[0].model_call.messages if traj.steps else []
+    return next((str(m["content"]) for m in sent if m.get("role") == "user"), traj.task.prompt)
 
 
 def to_openai_messages(traj: Trajectory) -> list[ChatMessage]:
@@ -47,9 +41,9 @@ def to_openai_messages(traj: Trajectory) -> list[ChatMessage]:
     messages: list[ChatMessage] = []
     if traj.system_prompt:
         messages.append({"role": "system", "content": traj.system_prompt})
-    messages.append({"role": "user", "content": TASK_TEMPLATE.format(task=traj.task.prompt)})
+    messages.append({"role": "user", "content": task_message(traj)})
     for step in traj.steps:
-        messages.append({"role": "assistant", "content": assistant_text(traj, step)})
+        messages.append({"role": "assistant", "content": assistant_text(step)})
         if step.observation:
             messages.append({"role": "user", "content": step.observation})
     return messages
@@ -117,7 +111,7 @@ def _step_cells(traj: Trajectory, step: Step) -> list[JSONDict]:
     action = step.action
     title = f"**Step {step.index + 1}**"
     if action.kind == "format_error":
-        raw = _fenced(assistant_text(traj, step))
+        raw = _fenced(assistant_text(step))
         return [_markdown(f"{title}: the reply could not be run ({action.error})\n\nRaw reply:\n\n{raw}")]
     think = _markdown(f"{title}\n\n{_quote(action.think)}" if action.think else title)
     return [think, _code(action.code or "", step.cell)]
@@ -172,59 +166,3 @@ def to_notebook(traj: Trajectory, path: str | Path | None = None) -> JSONDict:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return nb
-
-
-# --------------------------------------------------------------------------------------------------
-# Token sequences
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TokenSequence:
-    """One step as a training sequence: prompt + completion ids, loss on the completion only."""
-
-    step_index: int
-    input_ids: list[int]
-    loss_mask: list[int]
-    """1 for completion tokens (sampled by the model), 0 for prompt tokens."""
-    logprobs: list[float | None]
-    """Behaviour logprob per token: None for prompt tokens (and where the server returned none)."""
-
-    @property
-    def prompt_length(self) -> int:
-        return self.loss_mask.index(1) if 1 in self.loss_mask else len(self.loss_mask)
-
-
-def to_token_sequences(
-    traj: Trajectory, on_missing: Literal["raise", "skip"] = "raise"
-) -> list[TokenSequence]:
-    """One `TokenSequence` per step, from the token ids recorded at sampling time (never re-tokenized).
-
-    A step without recorded prompt or completion ids raises `MissingTokenIdsError`, or is skipped with
-    ``on_missing="skip"``.
-    """
-    sequences: list[TokenSequence] = []
-    for step in traj.steps:
-        call = step.model_call
-        if call.prompt_token_ids is None or call.completion_token_ids is None:
-            if on_missing == "skip":
-                continue
-            raise MissingTokenIdsError(
-                f"Step {step.index + 1} of trajectory {traj.id} has no token ids: the model server did not "
-                "return them. Use a server that does (vLLM, the local model) or pass on_missing='skip'."
-            )
-        prompt, completion = call.prompt_token_ids, call.completion_token_ids
-        logprobs: list[float | None] = [None] * len(prompt)
-        if call.completion_logprobs is not None and len(call.completion_logprobs) == len(completion):
-            logprobs.extend(call.completion_logprobs)
-        else:
-            logprobs.extend([None] * len(completion))
-        sequences.append(
-            TokenSequence(
-                step_index=step.index,
-                input_ids=[*prompt, *completion],
-                loss_mask=[0] * len(prompt) + [1] * len(completion),
-                logprobs=logprobs,
-            )
-        )
-    return sequences

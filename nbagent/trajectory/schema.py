@@ -208,6 +208,9 @@ class Step(_Record):
 
     index: int
     model_call: ModelCall
+    assistant_text: str | None = None
+    """The assistant message the step added to the history, exactly: the prefill + completion as the
+    action parser closed it (None in files from before it was recorded)."""
     action: Action
     cell: CellResult | None = None
     observation: str = ""
@@ -253,6 +256,9 @@ class Trajectory(_Record):
     sample_index: int = 0
     model: ModelInfo
     system_prompt: str = ""
+    task_message: str | None = None
+    """The user message that opened the conversation: the task as the agent rendered it (None in records
+    written before this field)."""
     steps: list[Step] = Field(default_factory=list)
     final_answer: Any = None
     termination: Termination

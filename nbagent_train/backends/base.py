@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from nbagent_train.config.base import TrainConfig
 from nbagent_train.objective.samples import Sample
 
-STATE_FILE = "trainer_state.json"
+TRAINER_STATE_FILE = "trainer_state.json"
 """Written last into every checkpoint folder: its presence marks the checkpoint complete."""
 
 
@@ -30,8 +30,8 @@ class TrainerBackend(Protocol):
     """An engine that turns batches of samples (advantages set) into weight updates.
 
     A backend owns the model, optimizer, schedule, precision and distribution; it does not build samples,
-    compute advantages or define the loss formula: it calls `nbagent_train.batching` and
-    `nbagent_train.losses` for those, so every backend trains the same objective.
+    compute advantages or define the loss formula: it calls `nbagent_train.objective.batching` and
+    `nbagent_train.objective.losses` for those, so every backend trains the same objective.
     """
 
     config: TrainConfig
@@ -48,6 +48,11 @@ class TrainerBackend(Protocol):
 
     @property
     def is_lora(self) -> bool: ...
+
+    @property
+    def tokenizer(self) -> Any | None:
+        """The policy's tokenizer once set up (None before): it re-tokenizes steps recorded without ids."""
+        ...
 
     def setup(self, total_steps: int | None = None) -> None:
         """Load the model and tokenizer, wrap LoRA if configured, build the optimizer and schedule.
@@ -79,6 +84,10 @@ class TrainerBackend(Protocol):
     def export(self, path: Path, *, merged: bool = False) -> ExportResult:
         """Write servable weights: a LoRA adapter folder (or, with `merged`, the merged full model) or, for
         full fine-tuning, an HF checkpoint; the tokenizer is saved beside them."""
+        ...
+
+    def barrier(self) -> None:
+        """Wait until every training process gets here (a no-op on one process, or before `setup`)."""
         ...
 
     def close(self) -> None:

@@ -2,13 +2,14 @@
 
 Activation memory grows linearly with the tokens of a micro-batch (SDPA attention, completion-only LM
 head); the estimate per token comes from the model's shape and was calibrated on SmolLM2-135M on a CPU
-(benchmarks/train.py measures it). The backend lowers its token budget to what fits, and refuses, with
-the numbers, a sample that would not fit on its own.
+(benchmarks/train.py measures it). `MemoryPlan.budget_for` lowers the backend's token budget to what
+fits, and `require_fit` refuses, with the numbers, a sample that would not fit on its own.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ import torch
 
 from nbagent_train.backends.head import VOCAB_TILE
 from nbagent_train.errors import BackendError
+
+logger = logging.getLogger("nbagent_train")
 
 GIB = 1024**3
 HEADROOM = 0.8
@@ -98,6 +101,34 @@ class MemoryPlan:
 
     def fits(self, tokens: int) -> bool:
         return self.needed(tokens) <= self.free * HEADROOM
+
+    def budget_for(self, wanted: int, *, checkpointing: bool) -> int:
+        """`wanted` tokens per micro-batch, lowered (with a warning) to what the free memory holds."""
+        fitting = self.token_budget
+        if fitting >= wanted:
+            return wanted
+        logger.warning(
+            "run.micro_batch_tokens: %s tokens per micro-batch need about %s but %s is free; using at most "
+            "%s (pass --micro-batch-tokens %s to choose%s)",
+            f"{wanted:,}",
+            fmt_gib(self.needed(wanted)),
+            fmt_gib(self.free),
+            f"{fitting:,}",
+            fitting,
+            "" if checkpointing else ", or --gradient-checkpointing to fit more",
+        )
+        return max(1, fitting)
+
+    def require_fit(self, tokens: int, *, checkpointing: bool) -> None:
+        """Raise `MemoryBudgetError`, naming what to change, if a sample of `tokens` cannot fit alone."""
+        if self.fits(tokens):
+            return
+        hints = [] if checkpointing else ["pass --gradient-checkpointing"]
+        hints += ["lower --max-prompt-tokens or --max-completion-tokens", "free memory"]
+        raise MemoryBudgetError(
+            f"a sample of {tokens:,} tokens needs about {fmt_gib(self.needed(tokens))} to train "
+            f"but {fmt_gib(self.free)} is free; {', '.join(hints[:-1])}, or {hints[-1]}"
+        )
 
 
 def estimate(model: Any, *, dtype: torch.dtype, checkpointing: bool, free: int) -> MemoryPlan:

@@ -1,5 +1,5 @@
-"""`nbagent-train rl` (the online loop) and `nbagent-train eval` (before/after tables), registered on the
-trainer's typer app by `nbagent_train.rl.loop.register_commands`."""
+"""`nbagent-train rl` (the online loop; its parameters are `RL_PARAMS`) and `nbagent-train eval`
+(before/after tables). The loop and evaluation load when a command runs, not when the app starts."""
 
 from __future__ import annotations
 
@@ -8,61 +8,23 @@ from typing import Annotated, Any
 
 import typer
 
-RL_FLAGS: dict[str, str] = {
-    "model": "model",
-    "run_dir": "run_dir",
-    "iterations": "loop.iterations",
-    "staleness": "loop.staleness",
-    "policy_url": "server.policy_url",
-    "tasks_per_iteration": "rollout.tasks_per_iteration",
-    "samples_per_task": "rollout.samples_per_task",
-    "concurrency": "rollout.concurrency",
-    "lr": "optim.learning_rate",
-    "lora_rank": "lora.rank",
-    "algo": "advantage.estimator",
-    "seed": "run.seed",
-}
+from nbagent_train.cli.options import RL_FLAGS, RL_PARAMS, console, resolve_config, takes
+from nbagent_train.config.loading import parse_override
+from nbagent_train.config.rl import RLConfig
 
 
+@takes(RL_PARAMS)
 def rl_command(
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML recipe (recipes/*.yaml).")
-    ] = None,
-    resume: Annotated[
-        Path | None,
-        typer.Option(help="Continue the run in this folder from its last checkpoint (its config is reused)."),
-    ] = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Run folder (default runs/<timestamp>).")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Policy: HF folder or name (smollm2-135m-instruct).")
-    ] = None,
-    iterations: Annotated[int | None, typer.Option(help="Iterations to run in total.")] = None,
-    staleness: Annotated[
-        int | None, typer.Option(help="Max policy versions a batch may lag (0: on-policy).")
-    ] = None,
-    policy_url: Annotated[
-        str | None, typer.Option(help="Use this running vLLM server (LoRA enabled) instead of launching one.")
-    ] = None,
-    tasks_per_iteration: Annotated[
-        int | None, typer.Option("--tasks", help="Tasks per iteration (B).")
-    ] = None,
-    samples_per_task: Annotated[int | None, typer.Option("--samples", help="Episodes per task (K).")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Episodes in flight.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank; 0 trains all weights.")] = None,
-    algo: Annotated[str | None, typer.Option(help="grpo | dr_grpo | rloo | reinforce_pp")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Any config field: --set loop.staleness=1")
-    ] = None,
+    *,
+    config: Path | None,
+    resume: Path | None,
+    run_dir: Path | None,
+    set_: list[str] | None,
+    **flags: Any,
 ) -> None:
     """Online RL: serve the policy with vLLM, collect episodes, train, publish the new weights, repeat."""
-    from nbagent_train.cli.app import console, resolve_config
-    from nbagent_train.config.base import parse_override
-    from nbagent_train.config.rl import RLConfig
-    from nbagent_train.rl.loop import load_run_config, reward_trend, rl
+    from nbagent_train.rl import load_run_config, reward_trend, rl
 
-    flags: dict[str, Any] = {k: v for k, v in locals().items() if k in RL_FLAGS}
     flags["run_dir"] = None if run_dir is None else str(run_dir)
     if resume is not None:
         if config is not None or run_dir is not None:
@@ -102,17 +64,13 @@ def eval_command(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field.")] = None,
 ) -> None:
     """Before/after table: the base policy and trained weights on the same evaluation tasks."""
-    from nbagent_train.cli.app import console, resolve_config
-    from nbagent_train.config.rl import RLConfig
-    from nbagent_train.rl.eval import EvalPlan, run_eval
-    from nbagent_train.rl.loop import RunFolder, load_run_config
+    from nbagent_train.rl import EvalPlan, load_run_config, run_eval
+    from nbagent_train.runs.folder import RunFolder
 
     sets = list(set_ or [])
     if policy_url is not None:
         sets.append(f"server.policy_url={policy_url}")
     if run is not None and config is None:
-        from nbagent_train.config.base import parse_override
-
         cfg = load_run_config(run, dict(parse_override(s) for s in sets))
     else:
         cfg = resolve_config(config, {}, sets, flag_map={}, cls=RLConfig)
@@ -133,9 +91,3 @@ def eval_command(
         out=out or (run / "eval" if run is not None else Path("runs") / "eval"),
     )
     run_eval(cfg, plan, console=console)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the `rl` and `eval` subcommands to `app`."""
-    app.command("rl")(rl_command)
-    app.command("eval")(eval_command)

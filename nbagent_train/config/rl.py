@@ -12,10 +12,9 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from nbagent.trajectory import DEFAULT_MAX_TOKENS
-from nbagent_train.config.base import SMOLLM2_ALIAS, TrainConfig, _Section
+from nbagent_train.config.base import TrainConfig, _Section
 
 __all__ = [
-    "SMOLLM2_ALIAS",
     "AgentSection",
     "EnvSection",
     "LoopSection",
@@ -45,7 +44,7 @@ class AgentSection(_Section):
     action_format: Literal["xml", "markdown"] = "xml"
     prefill: str | None = None
     system_prompt: str | None = None
-    """A system prompt template (see `nbagent.prompts`); None for L0's."""
+    """A system prompt template (see `nbagent.agent.prompts`); None for L0's."""
     instructions: str = ""
     max_steps: int = Field(default=8, gt=0)
     episode_timeout_s: float | None = Field(default=240.0, gt=0)

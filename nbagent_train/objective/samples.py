@@ -29,6 +29,7 @@ from typing import Any
 from nbagent.trajectory import ModelCall, Trajectory
 from nbagent_train.config.base import SampleConfig
 from nbagent_train.errors import SampleBuildError
+from nbagent_train.objective.retokenize import Retokenizer
 
 logger = logging.getLogger("nbagent_train")
 
@@ -75,7 +76,7 @@ class Sample:
     reward: float
     retokenized: bool = False
     advantages: list[float] = field(default_factory=list)
-    """One advantage per segment, set by `nbagent_train.advantages`."""
+    """One advantage per segment, set by `nbagent_train.objective.advantages`."""
 
     @property
     def num_tokens(self) -> int:
@@ -90,7 +91,7 @@ class Sample:
         if len(self.advantages) != len(self.segments):
             raise SampleBuildError(
                 f"sample of episode {self.episode_id} has {len(self.segments)} segments but "
-                f"{len(self.advantages)} advantages; run nbagent_train.advantages.assign_advantages first"
+                f"{len(self.advantages)} advantages; run nbagent_train.objective.advantages.compute_advantages first"
             )
         out = [0.0] * len(self.completion_ids)
         for seg, adv in zip(self.segments, self.advantages, strict=True):
@@ -188,44 +189,6 @@ class _StepTokens:
     logprobs: list[float] | None
     retokenized: bool
     completion_truncated: bool
-
-
-class Retokenizer:
-    """Rebuilds prompt and completion ids from a step's messages with the policy's chat template."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        if getattr(tokenizer, "chat_template", None) is None:
-            raise SampleBuildError(
-                "the tokenizer has no chat template, so steps recorded without token ids cannot be "
-                "re-tokenized; use the policy's own tokenizer folder (--tokenizer) or record token ids"
-            )
-        self.tokenizer = tokenizer
-
-    def encode(self, call: ModelCall, stop_strings: Sequence[str] | None) -> tuple[list[int], list[int]]:
-        """(prompt ids, completion ids) of one model call.
-
-        The prompt renders `messages` with the generation prompt, or continues the final assistant message
-        when the call had a prefill. The completion gets the tokenizer's EOS appended when the call stopped
-        naturally (finish reason `stop` and no stop strings configured, so the stop was the EOS token).
-        """
-        messages = [dict(m) for m in call.messages]
-        prefill = call.prefill
-        if prefill is not None and not (
-            messages and messages[-1].get("role") == "assistant" and messages[-1].get("content") == prefill
-        ):
-            messages.append({"role": "assistant", "content": prefill})
-        text = self.tokenizer.apply_chat_template(
-            messages,
-            tokenize=False,
-            add_generation_prompt=prefill is None,
-            continue_final_message=prefill is not None,
-        )
-        prompt = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        completion = list(self.tokenizer(call.completion, add_special_tokens=False)["input_ids"])
-        eos = self.tokenizer.eos_token_id
-        if call.finish_reason == "stop" and not stop_strings and eos is not None:
-            completion.append(int(eos))
-        return prompt, completion
 
 
 class SampleBuilder:

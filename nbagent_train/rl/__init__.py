@@ -1,25 +1,28 @@
 """The online RL loop: schedule tasks, collect, train, publish; and before/after evaluation."""
 
-from nbagent_train.rl.loop import (
-    RLResult,
-    default_run_dir,
-    RLRun,
-    load_run_config,
-    rl,
-    reward_trend,
-)
 from nbagent_train.rl.eval import (
+    EvalComparison,
     EvalPlan,
     PolicyScore,
-    EvalComparison,
     evaluate_policies,
     render_comparison,
     run_eval,
 )
+from nbagent_train.rl.loop import (
+    RLRun,
+    rl,
+)
+from nbagent_train.rl.record import (
+    IterationRecord,
+    RLResult,
+    reward_trend,
+)
+from nbagent_train.runs.folder import default_run_dir, load_run_config
 
 __all__ = [
     "EvalComparison",
     "EvalPlan",
+    "IterationRecord",
     "PolicyScore",
     "RLResult",
     "RLRun",

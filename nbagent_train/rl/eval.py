@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from nbagent.trajectory.evaluation import DatasetMetrics
     from nbagent_train.backends import ExportResult
-    from nbagent_train.rl.loop import PolicyEndpoint
+    from nbagent_train.serving.endpoint import PolicyEndpoint
 
 
 @dataclass
@@ -95,10 +95,11 @@ async def evaluate_policies(
 
     `endpoint` replaces the server the config describes (it is closed at the end either way).
     """
-    from nbagent.environments.base import load_environment
-    from nbagent.rollout.collect import collect
+    from nbagent.environments import load_environment
+    from nbagent.rollout import collect
     from nbagent.trajectory.evaluation import evaluate
-    from nbagent_train.rl.loop import build_agent, open_endpoint
+    from nbagent_train.rl.agent import build_agent
+    from nbagent_train.serving.endpoint import open_endpoint
 
     check_output_folder(plan.out, "the evaluation")
     env = load_environment(config.env.name, **config.env.kwargs)

@@ -1,169 +1,16 @@
-"""Per-iteration metrics of an RL run: what the episodes did, and plots of them.
+"""Plots of a run folder's ``metrics.jsonl`` (matplotlib, Agg backend: no display needed).
 
-`episode_metrics` summarizes one iteration's trajectories (reward, success, length, terminations,
-tokens); the loop writes it with the training metrics to ``metrics.jsonl`` and TensorBoard
-(`nbagent_train.runs.metrics.MetricsLogger`) and, when configured, to wandb (`WandbMirror`); `plot_metrics`
-draws ``reward.png`` and ``metrics.png`` from the JSONL file (matplotlib, Agg backend: no display needed);
-`plot_training` draws a `fit` / `sft` run's ``training.png``.
+`plot_metrics` draws an RL run's ``reward.png`` and ``metrics.png``; `plot_training` draws a `fit` /
+`sft` run's ``training.png``.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import statistics
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
-from nbagent.trajectory import Trajectory
-
-logger = logging.getLogger("nbagent_train")
-
-METRICS_FILE = "metrics.jsonl"
-
-Record = dict[str, Any]
-
-
-def episode_metrics(
-    trajectories: Sequence[Trajectory], *, success_key: str = "answer", success_threshold: float = 1.0
-) -> Record:
-    """Reward, success, length, termination and token statistics of one batch of episodes.
-
-    An episode succeeds when its reward breakdown's `success_key` (else its total) reaches
-    `success_threshold`. Episodes without a reward count as reward 0 here and in ``unscored``.
-    """
-    rewards = [t.reward.total if t.reward is not None else 0.0 for t in trajectories]
-    n = len(trajectories)
-    out: Record = {
-        "episodes": n,
-        "unscored": sum(1 for t in trajectories if t.reward is None),
-        "reward_mean": statistics.fmean(rewards) if rewards else 0.0,
-        "reward_std": statistics.pstdev(rewards) if rewards else 0.0,
-        "reward_min": min(rewards, default=0.0),
-        "reward_max": max(rewards, default=0.0),
-        "success_rate": _success_rate(trajectories, success_key, success_threshold),
-    }
-    parts: dict[str, list[float]] = {}
-    for t in trajectories:
-        for key, value in (t.reward.breakdown if t.reward is not None else {}).items():
-            parts.setdefault(key, []).append(float(value))
-    for key, values in sorted(parts.items()):
-        out[f"reward/{key}"] = statistics.fmean(values)
-    steps = [len(t.steps) for t in trajectories]
-    out["steps_mean"] = statistics.fmean(steps) if steps else 0.0
-    out["steps_max"] = max(steps, default=0)
-    terminations = Counter(t.termination.value for t in trajectories)
-    for reason, count in sorted(terminations.items()):
-        out[f"termination/{reason}"] = count / n
-    prompt = completion = calls = 0
-    format_errors = cell_errors = cells = 0
-    for t in trajectories:
-        for step in t.steps:
-            calls += 1
-            call = step.model_call
-            prompt += (
-                len(call.prompt_token_ids) if call.prompt_token_ids is not None else _usage(call, "prompt")
-            )
-            completion += (
-                len(call.completion_token_ids)
-                if call.completion_token_ids is not None
-                else _usage(call, "completion")
-            )
-            format_errors += step.action.kind == "format_error"
-            if step.cell is not None:
-                cells += 1
-                cell_errors += not step.cell.ok
-    out["tokens/prompt"] = prompt
-    out["tokens/completion"] = completion
-    out["tokens/completion_per_call"] = completion / calls if calls else 0.0
-    out["format_error_rate"] = format_errors / calls if calls else 0.0
-    out["cell_error_rate"] = cell_errors / cells if cells else 0.0
-    wall = [t.wall_s for t in trajectories]
-    out["episode_wall_s_mean"] = statistics.fmean(wall) if wall else 0.0
-    return out
-
-
-def _usage(call: Any, kind: str) -> int:
-    usage = call.usage
-    if usage is None:
-        return 0
-    return int(usage.prompt_tokens if kind == "prompt" else usage.completion_tokens)
-
-
-def _success_rate(trajectories: Sequence[Trajectory], key: str, threshold: float) -> float:
-    if not trajectories:
-        return 0.0
-    hits = 0
-    for t in trajectories:
-        if t.reward is None:
-            continue
-        value = t.reward.breakdown.get(key, t.reward.total)
-        hits += value >= threshold
-    return hits / len(trajectories)
-
-
-# --------------------------------------------------------------------------------------------------
-# Logging
-# --------------------------------------------------------------------------------------------------
-
-
-def read_metrics(path: str | Path) -> list[Record]:
-    """The records of a ``metrics.jsonl`` file; a torn line (a kill mid-write) is skipped with a warning."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    records = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            logger.warning("%s: skipping an unreadable metrics line (a write cut short?)", p)
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
-class WandbMirror:
-    """Sends each iteration's numbers to Weights & Biases (optional: ``pip install wandb``)."""
-
-    def __init__(self, project: str, run_dir: str | Path, config: dict[str, Any] | None = None) -> None:
-        try:
-            import wandb
-        except ImportError as exc:
-            raise ImportError(
-                "loop.wandb_project is set but wandb is not installed: pip install wandb, or unset it"
-            ) from exc
-        run_dir = Path(run_dir)
-        self._run = wandb.init(
-            project=project,
-            name=run_dir.name,
-            dir=str(run_dir),
-            config=config,
-            resume="allow",
-            id=run_dir.name.replace(":", "-"),
-        )
-
-    def log(self, iteration: int, record: Record) -> None:
-        numbers = {k: float(v) for k, v in record.items() if _is_number(v) and k != "iteration"}
-        self._run.log(numbers, step=iteration)
-
-    def close(self) -> None:
-        self._run.finish()
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-# --------------------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------------------
+from nbagent_train.runs.metrics import METRICS_FILE, Record, is_number, read_metrics
 
 _PANELS: list[tuple[str, list[str]]] = [
     ("success rate", ["success_rate"]),
@@ -187,7 +34,7 @@ def _series(records: Sequence[Record], pattern: str) -> dict[str, tuple[list[int
         keys = [pattern]
     out = {}
     for key in keys:
-        points = [(int(r["iteration"]), float(r[key])) for r in records if _is_number(r.get(key))]
+        points = [(int(r["iteration"]), float(r[key])) for r in records if is_number(r.get(key))]
         if points:
             out[key] = ([p[0] for p in points], [p[1] for p in points])
     return out

@@ -11,6 +11,7 @@ import psutil
 import pytest
 from pydantic import BaseModel
 
+from nbagent.agent.actions import XmlActionParser
 from nbagent.agent.agent import Agent, AgentRun, RunResult
 from nbagent.agent.prompts import LAST_STEP_NOTE, SUMMARIZE_SYSTEM_PROMPT
 from nbagent.errors import ConfigError, ToolDefinitionError
@@ -19,6 +20,7 @@ from nbagent.models.base import ChatMessage, ModelError
 from nbagent.models.testing import FunctionModel, ScriptedModel
 from nbagent.tools import RunContext, tool
 from nbagent.trajectory import CellStatus, SamplingSettings, Step, TaskSpec, Termination
+from nbagent.trajectory.export import to_openai_messages
 
 
 def code(body: str, think: str = "step") -> str:
@@ -51,8 +53,9 @@ async def test_two_steps_to_an_answer() -> None:
     sent = second.model_call.messages
     assert sent[0] == {"role": "system", "content": traj.system_prompt}
     assert sent[1] == {"role": "user", "content": "Task: What is 17 * 23?"}
+    assert traj.task_message == sent[1]["content"]
     assert sent[2]["role"] == "assistant"
-    assert sent[2]["content"] == completions[0]
+    assert sent[2]["content"] == completions[0] == first.assistant_text
     assert sent[3] == {"role": "user", "content": "<output>\n391\n</output>"}
     assert second.cell is not None
     assert [c.name for c in second.cell.tool_calls] == ["submit_final_answer"]
@@ -77,9 +80,8 @@ async def test_stop_sequence_is_sent_and_cut_reply_is_closed() -> None:
     assert seen[0].stop == ["<end>", "</code>"]
     assert seen[0].temperature == 0.7
     assert result.steps[0].observation == "<output>\ncut here\n</output>"
-    assert (
-        result.steps[1].model_call.messages[2]["content"] == "<think>a</think><code>print('cut here')</code>"
-    )
+    closed = "<think>a</think><code>print('cut here')</code>"
+    assert result.steps[1].model_call.messages[2]["content"] == closed == result.steps[0].assistant_text
     assert result.trajectory.model.sampling.stop == ["<end>", "</code>"]
 
 
@@ -344,6 +346,27 @@ async def test_prefill_is_parsed_with_the_completion() -> None:
     assert first.action.code == "print(6 * 7)\n"
     assert first.observation == "Output:\n```\n42\n```"
     assert result.steps[1].model_call.messages[2]["content"] == "```python\nprint(6 * 7)\n```"
+    assert first.assistant_text == "```python\nprint(6 * 7)\n```"
+
+
+class SigningParser(XmlActionParser):
+    """An action format the exporters cannot know: it closes every reply its own way."""
+
+    name = "signing"
+
+    def close(self, text: str, *, truncated: bool = False) -> str:
+        return super().close(text, truncated=truncated) + "\n-- signed"
+
+
+async def test_export_repeats_the_assistant_turns_a_custom_parser_built() -> None:
+    agent = Agent(
+        ScriptedModel(["<think>a</think><code>print(1)", answer("1")]), action_format=SigningParser()
+    )
+    result = await agent.run("q")
+    assert result.answer == "1"
+    first, second = result.steps
+    assert first.assistant_text == "<think>a</think><code>print(1)</code>\n-- signed"
+    assert to_openai_messages(result.trajectory)[:4] == second.model_call.messages
 
 
 async def test_iter_and_callbacks() -> None:

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from nbagent.agent.agent import Agent
-from nbagent.cli.app import EXIT_NO_ANSWER
+from nbagent.cli.options import EXIT_NO_ANSWER
 from nbagent.models.base import ChatMessage
 from nbagent.models.openai import OpenAIModel
 from nbagent.models.testing import FunctionModel

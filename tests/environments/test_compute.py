@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nbagent.environments.base import load_environment
+from nbagent.environments import load_environment
 from nbagent.errors import ConfigError
 from nbagent.trajectory import read_trajectories
 from nbagent_environments.compute import ComputeEnvironment, same_answer

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nbagent.environments.base import load_environment
+from nbagent.environments import load_environment
 from nbagent.models.testing import ScriptedModel
-from nbagent.rollout.collect import agent_for_environment
+from nbagent.rollout import agent_for_environment
 from nbagent.trajectory import CellStatus, Termination
 
 from .conftest import LocalServer, Reply

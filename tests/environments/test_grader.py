@@ -8,14 +8,13 @@ from typing import Any
 
 import pytest
 
-from nbagent.environments.base import load_environment
+from nbagent.environments import load_environment
 from nbagent.models.openai import OpenAIModel
 from nbagent.trajectory import TaskSpec
 from nbagent_environments.qa import QAEnvironment
 from nbagent_environments.qa.scoring import GraderError, SimpleQAGrader
 from tests.fixtures.fake_openai import FakeOpenAIServer, FakeServerError, first_user_text
-
-from .trajectories import trajectory
+from tests.fixtures.trajectories import trajectory
 
 
 def judge(body: dict[str, Any]) -> str:

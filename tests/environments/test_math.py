@@ -13,8 +13,7 @@ from nbagent.trajectory import CellStatus, TaskSpec
 from nbagent_environments.math import ARITHMETIC, MathEnvironment, answers_equivalent, extract_final_answer
 from nbagent_environments.math.checking import parse_number, to_sympy
 from nbagent_environments.math.loaders import MathDatasetError, load_math_file
-
-from .trajectories import step, trajectory
+from tests.fixtures.trajectories import step, trajectory
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nbagent.environments.base import (
+from nbagent.environments import (
     ENTRY_POINT_GROUP,
     Environment,
     EnvironmentNotFoundError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from nbagent.environments.base import RewardWeights, code_execution_score, combine_reward, format_score
+from nbagent.environments import RewardWeights, code_execution_score, combine_reward, format_score
 from nbagent.trajectory import CellStatus, TaskSpec, Termination
 from nbagent_environments.qa import QAEnvironment
 from nbagent_environments.qa.scoring import (
@@ -16,8 +16,7 @@ from nbagent_environments.qa.scoring import (
     parse_grade,
     qa_reward,
 )
-
-from .trajectories import step, trajectory
+from tests.fixtures.trajectories import step, trajectory
 
 
 @pytest.mark.parametrize(

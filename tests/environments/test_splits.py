@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nbagent.environments.base import (
+from nbagent.environments import (
     DEFAULT_SPLITS,
     SimpleEnvironment,
     UnknownSplitError,

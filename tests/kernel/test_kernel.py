@@ -319,7 +319,7 @@ async def test_ensure_module_names_a_broken_source(kernel: Kernel) -> None:
 def test_kernel_messages_are_decoded_with_their_signature_checked() -> None:
     from jupyter_client.session import Session
 
-    from nbagent.kernel.kernel import _decode
+    from nbagent.kernel.cell import _decode
 
     session = Session(key=b"secret")
     frames = session.serialize(session.msg("status", {"execution_state": "idle"}))

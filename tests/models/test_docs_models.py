@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from nbagent_train.serving.vllm import PolicyServer
+from nbagent_train.serving import PolicyServer
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 ENDPOINT = "http://127.0.0.1:8000/v1"

@@ -17,7 +17,8 @@ import pytest
 
 from nbagent.models import OpenAIModel, ensure_smollm2
 from nbagent.trajectory import SamplingSettings
-from nbagent_train.serving.vllm import PolicyServer, PolicyServerError, failure_reason
+from nbagent_train.serving import PolicyServer, PolicyServerError
+from nbagent_train.serving.process import failure_reason
 
 HEALTHY_SERVER = """
 import http.server, os, signal, subprocess, sys
@@ -290,7 +291,7 @@ def _owner_of_a_server(tmp_path: Path, prelude: str = "") -> tuple[subprocess.Po
         tmp_path, f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n"
     )
     script = (
-        f"{prelude}from nbagent_train.serving.vllm import PolicyServer\n"
+        f"{prelude}from nbagent_train.serving import PolicyServer\n"
         f"PolicyServer({str(tmp_path)!r}, device='cpu', python={program!r}).start()\n"
     )
     owner = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
@@ -309,7 +310,7 @@ def test_ctrl_c_during_start_stops_the_server(tmp_path: Path) -> None:
 
 
 def test_sigterm_to_a_cli_process_stops_its_server(tmp_path: Path) -> None:
-    prelude = "from nbagent_train.cli import exit_on_sigterm\nexit_on_sigterm()\n"
+    prelude = "from nbagent_train.cli.app import exit_on_sigterm\nexit_on_sigterm()\n"
     owner, server_pid = _owner_of_a_server(tmp_path, prelude)
     owner.send_signal(signal.SIGTERM)
     owner.communicate(timeout=60)

@@ -11,7 +11,7 @@ import pytest
 from nbagent.models import ModelError, OpenAIModel, ensure_smollm2
 from nbagent.models.base import ChatMessage
 from nbagent.trajectory import SamplingSettings
-from nbagent_train.serving.vllm import PolicyServer, PolicyServerError
+from nbagent_train.serving import PolicyServer, PolicyServerError
 from tests.fixtures.vllm import assert_recorded_as_returned
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]  # the first test also waits for the server start
@@ -179,7 +179,7 @@ async def test_attach_to_a_running_server(vllm_server: PolicyServer) -> None:
 async def test_vllm_serves_the_shipped_adapter_as_the_embedded_agent(vllm_server: PolicyServer) -> None:
     """The adapter nbagent ships loads in vLLM (--enable-lora) and plays the embedded agent there too."""
     from nbagent.agent.agent import Agent
-    from nbagent.cli.app import local_agent_settings
+    from nbagent.cli.options import local_agent_settings
     from nbagent.models.local import SHIPPED_ADAPTER
 
     await vllm_server.load_lora("embedded", SHIPPED_ADAPTER)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nbagent_train.backends import ExportResult
-from nbagent_train.backends.base import STATE_FILE
+from nbagent_train.backends.base import TRAINER_STATE_FILE
 from nbagent_train.config.base import TrainConfig
 from nbagent_train.objective.samples import Sample
 from tests.fixtures.fake_openai import FakeOpenAIServer, first_user_text
@@ -23,6 +23,7 @@ class RecordingBackend:
 
     def __init__(self, config: TrainConfig, *, step_s: float = 0.0, main: bool = True) -> None:
         self.config = config
+        self.tokenizer: Any = None
         self.step_s = step_s
         self.main = main
         self.steps: list[list[Sample]] = []
@@ -61,11 +62,11 @@ class RecordingBackend:
     def save(self, path: Path, extra: dict[str, Any] | None = None) -> None:
         path.mkdir(parents=True, exist_ok=True)
         state = {"global_step": self._global_step, "extra": extra or {}}
-        (path / STATE_FILE).write_text(json.dumps(state))
+        (path / TRAINER_STATE_FILE).write_text(json.dumps(state))
         self.saved.append(path)
 
     def load(self, path: Path) -> dict[str, Any]:
-        state = json.loads((path / STATE_FILE).read_text())
+        state = json.loads((path / TRAINER_STATE_FILE).read_text())
         self._global_step = int(state["global_step"])
         self.loaded.append(path)
         return dict(state["extra"])
@@ -75,6 +76,9 @@ class RecordingBackend:
         (path / "weights.json").write_text(json.dumps({"global_step": self._global_step}))
         self.exports.append(path)
         return ExportResult(path=path, kind="lora", base_model="fake")
+
+    def barrier(self) -> None:
+        """One process: nothing to wait for."""
 
     def close(self) -> None:
         self.closed = True

@@ -8,31 +8,31 @@ from pathlib import Path
 import pytest
 
 from nbagent.trajectory import (
-    Action,
-    CellResult,
     CellStatus,
-    ModelCall,
     ModelInfo,
-    Reward,
-    Step,
     TaskSpec,
     Termination,
     Trajectory,
     TrajectoryWriter,
     read_trajectories,
 )
-from nbagent_train.config.base import build_config
+from nbagent_train.config.loading import build_config
 from nbagent_train.config.rl import RLConfig
 from nbagent_train.errors import TrainConfigError
-from nbagent_train.rl.loop import RunFolder, RunState, TaskSchedule, reward_trend, select_fresh
-from nbagent_train.runs.plots import episode_metrics, plot_metrics, read_metrics, rolling_mean
+from nbagent_train.rl.record import IterationRecord, reward_trend
+from nbagent_train.rl.schedule import TaskSchedule, select_fresh
+from nbagent_train.runs.episodes import episode_metrics
+from nbagent_train.runs.folder import RunFolder, RunState
+from nbagent_train.runs.metrics import read_metrics
+from nbagent_train.runs.plots import plot_metrics, rolling_mean
+from tests.fixtures.trajectories import model_call, step, trajectory
 
 
 def tasks(n: int) -> list[TaskSpec]:
     return [TaskSpec(id=f"t{i}", prompt=f"q{i}") for i in range(n)]
 
 
-def episode(
+def by_policy(
     version: int | None,
     *,
     reward: float | None = 1.0,
@@ -41,22 +41,15 @@ def episode(
     cell_ok: bool = True,
     termination: Termination = Termination.SUBMITTED,
 ) -> Trajectory:
-    call = ModelCall(messages=[], completion="x", prompt_token_ids=[1, 2, 3], completion_token_ids=[4, 5])
+    """An episode sampled by policy `version`: `steps` cells, 3 prompt and 2 completion tokens each."""
+    call = model_call("x", prompt_token_ids=[1, 2, 3], completion_token_ids=[4, 5])
     status = CellStatus.OK if cell_ok else CellStatus.ERROR
-    return Trajectory(
-        task=TaskSpec(id="t", prompt="q"),
-        model=ModelInfo(provider="openai", model="policy", policy_version=version),
-        steps=[
-            Step(
-                index=i,
-                model_call=call,
-                action=Action(kind="code", code="1"),
-                cell=CellResult(code="1", status=status),
-            )
-            for i in range(steps)
-        ],
+    return trajectory(
+        steps=[step(i, code="1", cell=status, call=call) for i in range(steps)],
+        reward=reward,
+        breakdown={"correct": correct},
         termination=termination,
-        reward=None if reward is None else Reward(total=reward, breakdown={"correct": correct}),
+        model=ModelInfo(provider="openai", model="policy", policy_version=version),
     )
 
 
@@ -86,7 +79,7 @@ def test_schedule_refuses_more_tasks_per_iteration_than_the_split_holds() -> Non
 
 
 def test_select_fresh_keeps_versions_within_the_bound() -> None:
-    batch = [episode(v) for v in (None, 2, 3, 4, 5, 6)]
+    batch = [by_policy(v) for v in (None, 2, 3, 4, 5, 6)]
     fresh, stale = select_fresh(batch, current_version=5, staleness=0)
     assert [t.model.policy_version for t in fresh] == [5]
     assert stale == 5
@@ -124,7 +117,7 @@ def test_supersede_sets_aside_later_iterations_and_keeps_still_valid_episodes(tm
     for iteration, versions in {2: [1, 1], 3: [2, 2, 3], 4: [3]}.items():
         with TrajectoryWriter(folder.trajectories(iteration)) as writer:
             for v in versions:
-                writer.write(episode(v))
+                writer.write(by_policy(v))
         folder.ready_marker(iteration).write_text("{}")
     counts = folder.supersede(after=2, keep_version=2)
     assert counts == {"metrics_lines": 2, "episodes_kept": 2, "episodes_set_aside": 2}
@@ -147,9 +140,9 @@ def test_supersede_sets_aside_later_iterations_and_keeps_still_valid_episodes(tm
 
 def test_episode_metrics_of_a_batch() -> None:
     batch = [
-        episode(0, reward=1.0, correct=1.0),
-        episode(0, reward=0.2, correct=0.0, steps=2, cell_ok=False, termination=Termination.MAX_STEPS),
-        episode(0, reward=None, steps=0, termination=Termination.ERROR),
+        by_policy(0, reward=1.0, correct=1.0),
+        by_policy(0, reward=0.2, correct=0.0, steps=2, cell_ok=False, termination=Termination.MAX_STEPS),
+        by_policy(0, reward=None, steps=0, termination=Termination.ERROR),
     ]
     m = episode_metrics(batch, success_key="correct")
     assert m["episodes"] == 3
@@ -168,9 +161,13 @@ def test_episode_metrics_of_a_batch() -> None:
 
 
 def test_reward_trend_and_rolling_mean() -> None:
-    records = [{"iteration": i, "reward_mean": r} for i, r in enumerate([0.1, 0.2, 0.3, 0.5, 0.7, 0.9], 1)]
+    rewards = [0.1, 0.2, 0.3, 0.5, 0.7, 0.9]
+    records = [
+        IterationRecord(i, i - 1, 0, 0, 4, episodes={"reward_mean": r}) for i, r in enumerate(rewards, 1)
+    ]
+    records.reverse()  # the trend follows iterations, not list order
     assert reward_trend(records, window=2) == (pytest.approx(0.15), pytest.approx(0.8))
-    assert reward_trend(records[:1], window=3) == (0.1, 0.1)
+    assert reward_trend(records[-1:], window=3) == (0.1, 0.1)
     assert rolling_mean([1.0, 3.0, 5.0], 2) == [1.0, 2.0, 4.0]
 
 

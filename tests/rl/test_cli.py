@@ -8,15 +8,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import nbagent_train.rl.loop as loop_module
+import nbagent_train.rl
 from nbagent_train.cli.app import app
-from nbagent_train.config.base import dump_config
+from nbagent_train.config.loading import dump_config
 from nbagent_train.config.rl import RLConfig
-from nbagent_train.rl.loop import RLResult, register_commands
+from nbagent_train.rl.record import RLResult
 
 ROOT = Path(__file__).resolve().parents[2]
-if "rl" not in {c.name for c in app.registered_commands}:
-    register_commands(app)
 
 
 @pytest.fixture
@@ -28,7 +26,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[tuple[RLConfig, bool]]:
         calls.append((config, resume))
         return RLResult(Path("x"), 0, 0, 0.0)
 
-    monkeypatch.setattr(loop_module, "rl", fake_rl)
+    monkeypatch.setattr(nbagent_train.rl, "rl", fake_rl)
     return calls
 
 

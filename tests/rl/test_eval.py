@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from nbagent_train.config.base import build_config
+from nbagent_train.config.loading import build_config
 from nbagent_train.config.rl import RLConfig
 from nbagent_train.errors import TrainConfigError
 from nbagent_train.rl.eval import EvalPlan, export_of, run_eval

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nbagent_train.runs.plots import read_metrics
+from nbagent_train.runs.metrics import read_metrics
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.train, pytest.mark.timeout(3600)]
 

@@ -15,11 +15,12 @@ from rich.console import Console
 
 from nbagent.trajectory import Reward, Trajectory, read_trajectories
 from nbagent_environments.math import MathEnvironment
-from nbagent_train.config.base import build_config
+from nbagent_train.config.loading import build_config
 from nbagent_train.config.rl import RLConfig
 from nbagent_train.errors import CheckpointError
-from nbagent_train.rl.loop import RLRun, RunFolder
-from nbagent_train.runs.plots import read_metrics
+from nbagent_train.rl.loop import RLRun
+from nbagent_train.runs.folder import RunFolder
+from nbagent_train.runs.metrics import read_metrics
 from tests.fixtures.fake_openai import FakeOpenAIServer
 from tests.rl.fakes import FakeEndpoint, RecordingBackend, arithmetic_responder
 

@@ -8,14 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nbagent.trajectory import ModelInfo, TaskSpec, Termination, Trajectory
+from tests.fixtures.trajectories import trajectory
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = Path(sys.executable).with_name("nbagent-train")
 RECIPE = str(ROOT / "recipes" / "cpu-smoke.yaml")
 NO_SERVER = "http://127.0.0.1:9/v1"
 HOLD = """import sys, time
-from nbagent.outputs import OutputLock
+from nbagent.output_files import OutputLock
 OutputLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(300)
@@ -29,11 +29,11 @@ def train(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The one line a refused `nbagent-train` command prints (on stdout, as all its errors)."""
+    """The one line a refused `nbagent-train` command prints (on stderr, as all its errors)."""
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    lines = proc.stdout.splitlines()
-    assert len(lines) == 1, proc.stdout
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
     return lines[0]
 
 
@@ -71,12 +71,7 @@ def test_eval_refuses_an_out_that_is_a_file(tmp_path: Path) -> None:
 
 def test_fit_refuses_an_out_under_a_file(tmp_path: Path) -> None:
     trajectories = tmp_path / "t.jsonl"
-    traj = Trajectory(
-        task=TaskSpec(id="t", prompt="q"),
-        model=ModelInfo(provider="scripted", model="m"),
-        termination=Termination.SUBMITTED,
-    )
-    trajectories.write_text(traj.to_json_line())
+    trajectories.write_text(trajectory().to_json_line())
     (tmp_path / "file.txt").write_text("x")
     out = tmp_path / "file.txt" / "run"
     line = one_error_line(train("fit", "-t", str(trajectories), "--model", "m", "--out", str(out)))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from nbagent_train.config.rl import RLConfig
-from nbagent_train.rl.loop import build_agent
+from nbagent_train.rl.agent import build_agent
 from tests.rollout.envs import load_environment
 
 

@@ -16,11 +16,12 @@ from rich.console import Console
 
 from nbagent.trajectory import read_trajectories
 from nbagent_train.backends import ExportResult
-from nbagent_train.config.base import load_config
+from nbagent_train.config.loading import load_config
 from nbagent_train.config.rl import RLConfig
-from nbagent_train.rl.loop import RLRun, ServerEndpoint
-from nbagent_train.runs.plots import read_metrics
-from nbagent_train.serving.vllm import PolicyServer
+from nbagent_train.rl.loop import RLRun
+from nbagent_train.runs.metrics import read_metrics
+from nbagent_train.serving import PolicyServer
+from nbagent_train.serving.endpoint import ServerEndpoint
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.train, pytest.mark.timeout(1800)]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nbagent.environments.base import SimpleEnvironment
+from nbagent.environments import SimpleEnvironment
 from nbagent.trajectory import TaskSpec
 from tests.fixtures.fake_openai import Body, FakeServerError, Responder, first_user_text, step_index
 

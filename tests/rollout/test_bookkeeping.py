@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nbagent.errors import ConfigError
-from nbagent.rollout.collect import (
-    BoundedModel,
-    CollectSummary,
-    OutputExistsError,
-    group_id_for,
-    plan_jobs,
-    prepare_output,
-)
+from nbagent.models.bounded import BoundedModel
+from nbagent.rollout import CollectSummary, OutputExistsError, group_id_for, plan_jobs, prepare_output
 from nbagent.trajectory import (
     ModelCall,
     ModelInfo,
-    Reward,
     SamplingSettings,
     TaskSpec,
     Termination,
@@ -27,26 +21,15 @@ from nbagent.trajectory import (
     TrajectoryWriter,
 )
 from nbagent.trajectory.evaluation import evaluate, pass_at_k, render_report
+from tests.fixtures.trajectories import trajectory
 
 
-def traj(
-    task_id: str,
-    sample: int,
-    *,
-    reward: Reward | None = None,
-    dataset: str | None = None,
-    termination: Termination = Termination.SUBMITTED,
-    tag: str | None = None,
-) -> Trajectory:
-    metadata = {"dataset": dataset} if dataset else {}
-    return Trajectory(
-        task=TaskSpec(id=task_id, prompt=f"question {task_id}", metadata=metadata),
-        environment="env",
-        group_id=group_id_for("env", task_id, tag),
-        sample_index=sample,
-        model=ModelInfo(provider="scripted", model="m"),
-        termination=termination,
-        reward=reward,
+def traj(task_id: str, sample: int, *, dataset: str | None = None, **fields: Any) -> Trajectory:
+    """Sample `sample` of task `task_id` (of `dataset`, if given) in environment `env`, grouped as collection
+    groups it; `fields` as `trajectory` takes them."""
+    task = TaskSpec(id=task_id, prompt="q", metadata={"dataset": dataset} if dataset else {})
+    return trajectory(
+        task, environment="env", group_id=group_id_for("env", task_id), sample_index=sample, **fields
     )
 
 
@@ -132,8 +115,8 @@ def test_a_torn_single_line_file_is_emptied(tmp_path: Path) -> None:
 
 def test_summary_counts_failures_terminations_and_reward_mean(tmp_path: Path) -> None:
     summary = CollectSummary(out=tmp_path / "x", planned=4, skipped=1)
-    summary.add(traj("a", 0, reward=Reward(total=1.0)))
-    summary.add(traj("a", 1, reward=Reward(total=0.0), termination=Termination.ERROR))
+    summary.add(traj("a", 0, reward=1.0))
+    summary.add(traj("a", 1, reward=0.0, termination=Termination.ERROR))
     unscored = traj("b", 0)
     unscored.metadata["score_error"] = "ValueError: judge down"
     summary.add(unscored)
@@ -199,16 +182,16 @@ def test_pass_at_k_matches_hand_computed_values() -> None:
 
 
 def test_evaluate_builds_per_dataset_rows_and_an_all_row() -> None:
-    def em(v: float) -> Reward:
-        return Reward(total=v, breakdown={"exact_match": v, "f1": v / 2 + 0.25})
+    def em(v: float) -> dict[str, float]:
+        return {"exact_match": v, "f1": v / 2 + 0.25}
 
     trajs = [
-        traj("a", 0, reward=em(1.0), dataset="hotpot"),
-        traj("a", 1, reward=em(0.0), dataset="hotpot"),
-        traj("b", 0, reward=em(0.0), dataset="hotpot"),
+        traj("a", 0, reward=1.0, breakdown=em(1.0), dataset="hotpot"),
+        traj("a", 1, reward=0.0, breakdown=em(0.0), dataset="hotpot"),
+        traj("b", 0, reward=0.0, breakdown=em(0.0), dataset="hotpot"),
         traj("b", 1, reward=None, dataset="hotpot", termination=Termination.ERROR),
-        traj("c", 0, reward=em(1.0), dataset="simpleqa"),
-        traj("c", 1, reward=em(1.0), dataset="simpleqa"),
+        traj("c", 0, reward=1.0, breakdown=em(1.0), dataset="simpleqa"),
+        traj("c", 1, reward=1.0, breakdown=em(1.0), dataset="simpleqa"),
     ]
     report = evaluate(trajs)
     hotpot = report.row("hotpot")
@@ -225,7 +208,7 @@ def test_evaluate_builds_per_dataset_rows_and_an_all_row() -> None:
 
 
 def test_evaluate_success_metric_and_threshold_are_configurable() -> None:
-    trajs = [traj("a", 0, reward=Reward(total=0.6, breakdown={"f1": 0.6}))]
+    trajs = [traj("a", 0, reward=0.6, breakdown={"f1": 0.6})]
     assert evaluate(trajs).row("env").pass_at_k == 0.0  # no exact_match key: unsolved
     assert evaluate(trajs, success_metric="f1", threshold=0.5).row("env").pass_at_k == 1.0
     assert evaluate(trajs, success_metric="total", threshold=0.7).row("env").pass_at_k == 0.0
@@ -234,7 +217,7 @@ def test_evaluate_success_metric_and_threshold_are_configurable() -> None:
 def test_render_report_prints_the_shown_columns(capsys: pytest.CaptureFixture[str]) -> None:
     from rich.console import Console
 
-    report = evaluate([traj("a", 0, reward=Reward(total=1.0, breakdown={"exact_match": 1.0, "f1": 1.0}))])
+    report = evaluate([traj("a", 0, reward=1.0, breakdown={"exact_match": 1.0, "f1": 1.0})])
     render_report(report, Console(width=160, force_terminal=False))
     out = capsys.readouterr().out
     for word in ("EM", "F1", "pass@1", "mean@1", "100.0", "env"):

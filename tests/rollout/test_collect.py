@@ -9,9 +9,9 @@ import anyio
 import pytest
 
 from nbagent.agent.agent import Agent
-from nbagent.environments.base import Environment, SimpleEnvironment
+from nbagent.environments import Environment, SimpleEnvironment
 from nbagent.models.openai import OpenAIModel
-from nbagent.rollout.collect import OutputExistsError, agent_for_environment, collect, group_id_for
+from nbagent.rollout import OutputExistsError, agent_for_environment, collect, group_id_for
 from nbagent.trajectory import CellStatus, TaskSpec, Termination, Trajectory, read_trajectories
 from tests.fixtures.fake_openai import FakeOpenAIServer
 from tests.rollout.envs import arithmetic_responder, load_environment

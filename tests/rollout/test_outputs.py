@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nbagent.trajectory import read_trajectories
-from tests.agent.test_cli_errors import one_error_line
+from tests.cli.test_errors import one_error_line
 from tests.fixtures.fake_openai import FakeOpenAIServer
 from tests.rollout.envs import arithmetic_responder
 

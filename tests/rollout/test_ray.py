@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nbagent.cli.app import load_command_modules
+from nbagent.cli.app import app
 from nbagent.cli.collect import EndpointAgentFactory
-from nbagent.environments.base import load_environment
-from nbagent.rollout.collect import collect
+from nbagent.environments import load_environment
+from nbagent.rollout import collect
 from nbagent.trajectory import Termination, read_trajectories
 from tests.fixtures.fake_openai import FakeOpenAIServer
 from tests.rollout.envs import arithmetic_responder
@@ -106,7 +106,7 @@ def test_collect_cli_on_ray(ray_cluster: None, fake_openai_server: FakeOpenAISer
     out = tmp_path / "traj.jsonl"
     args = ["collect", "--env", ENV, "--env-arg", "n=3", "--samples", "2", "--ray", "local"]
     args += ["--base-url", fake_openai_server.base_url, "--out", str(out), "--no-progress"]
-    result = CliRunner().invoke(load_command_modules(), args)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "on Ray (local)" in result.output
     assert sorted((t.task.id, t.sample_index) for t in read_trajectories(out)) == [

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nbagent.cli.app import load_command_modules
-from nbagent.rollout.collect import group_id_for
+from nbagent.cli.app import app
+from nbagent.rollout import group_id_for
 from nbagent.trajectory import Termination, read_trajectories
-from nbagent_train.serving.vllm import PolicyServer
+from nbagent_train.serving import PolicyServer
 
 # The first test to use the session's vLLM server also waits for it to start (minutes under load).
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -28,7 +28,7 @@ def test_collect_qa_demo_on_vllm_gives_scored_grouped_token_exact_episodes(
         "--max-steps", "2", "--max-tokens", "48", "--temperature", "1.0",
         "--format", "markdown", "--prefill", "```python\\n", "--policy-version", "0",
     ]  # fmt: skip
-    result = CliRunner().invoke(load_command_modules(), args)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     trajs = list(read_trajectories(out))
     assert len(trajs) == 6

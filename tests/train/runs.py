@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nbagent.trajectory import TrajectoryWriter
-from tests.train.trajectories import grouped_episodes
+from tests.fixtures.trajectories import grouped_episodes
 
 CLI = [str(Path(sys.executable).parent / "nbagent-train")]
 ENV = {**os.environ, "COLUMNS": "200", "TOKENIZERS_PARALLELISM": "false"}

@@ -17,7 +17,7 @@ from nbagent_train.config.base import TrainConfig  # noqa: E402
 from nbagent_train.errors import CheckpointError  # noqa: E402
 from nbagent_train.objective.advantages import compute_advantages  # noqa: E402
 from nbagent_train.objective.samples import Sample, build_samples  # noqa: E402
-from tests.train.trajectories import grouped_episodes  # noqa: E402
+from tests.fixtures.trajectories import grouped_episodes  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
 

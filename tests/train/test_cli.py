@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from nbagent_train.cli.app import FIT_FLAGS, resolve_config
-from nbagent_train.config.base import TrainConfig, load_config
+from nbagent_train.cli.options import FIT_FLAGS, resolve_config
+from nbagent_train.config.base import TrainConfig
+from nbagent_train.config.loading import load_config
 from nbagent_train.errors import TrainConfigError
 from nbagent_train.runs.metrics import read_metrics
 from tests.train.runs import run_cli, write_trajectories
@@ -60,7 +61,7 @@ def test_fit_turns_trajectory_files_into_servable_weights(
 
     again = run_cli("fit", "-t", str(a), "--model", str(tiny_model_dir), "--out", str(out))
     assert again.returncode == 2
-    assert "--resume" in again.stdout
+    assert "--resume" in again.stderr
 
 
 @pytest.mark.train
@@ -99,7 +100,7 @@ def test_bad_config_names_the_field(
     path.write_text(yaml.safe_dump(recipe))
     proc = run_cli("fit", "-t", "missing.jsonl", "--config", str(path), *args, timeout=120)
     assert proc.returncode == 2
-    text = " ".join(proc.stdout.split())
+    text = " ".join(proc.stderr.split())
     assert message in text
     assert "Traceback" not in proc.stdout + proc.stderr
 
@@ -125,11 +126,12 @@ def test_unusable_trajectory_files_are_reported_before_any_model_is_loaded(
     model = str(tmp_path / "no-model")
     proc = run_cli("fit", "-t", str(data), "--model", model, "--out", str(out), timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    text = " ".join(proc.stdout.split())
+    text = " ".join(proc.stderr.split())
     assert message in text
     assert "no-model" not in text
-    assert proc.stdout.startswith("error: "), proc.stdout
-    assert proc.stdout.count("error:") == 1, proc.stdout
+    assert proc.stderr.startswith("error: "), proc.stderr
+    assert proc.stderr.count("error:") == 1, proc.stderr
+    assert proc.stdout == ""
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not out.exists()
 
@@ -160,7 +162,7 @@ def test_every_flag_maps_to_a_config_field(tmp_path: Path) -> None:
 
 def test_config_round_trips_and_rejects_inconsistent_values(tmp_path: Path) -> None:
     config = TrainConfig.model_validate({"model": "m", "loss": {"is_cap": 3.0, "kl_coef": 0.001}})
-    from nbagent_train.config.base import dump_config
+    from nbagent_train.config.loading import dump_config
 
     dump_config(config, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == config
@@ -178,5 +180,11 @@ def test_a_recipes_trajectories_need_no_flag(command: str, tmp_path: Path) -> No
     recipe.write_text(yaml.safe_dump({"trajectories": [str(missing)], "model": str(tmp_path / "m")}))
     proc = run_cli(command, "--config", str(recipe), "--out", str(tmp_path / "o"), timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert f"{missing} does not exist" in " ".join(proc.stdout.split())
+    assert f"{missing} does not exist" in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_the_app_registers_every_command() -> None:
+    from nbagent_train.cli.app import app
+
+    assert [c.name for c in app.registered_commands] == ["fit", "sft", "rl", "eval"]

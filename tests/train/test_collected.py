@@ -16,9 +16,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from nbagent.environments.base import load_environment
+from nbagent.environments import load_environment
 from nbagent.models import FunctionModel
-from nbagent.rollout.collect import agent_for_environment, collect
+from nbagent.rollout import agent_for_environment, collect
 from nbagent.trajectory import SamplingSettings, read_trajectories
 from nbagent_train.config.base import SampleConfig, TrainConfig
 from nbagent_train.fit import fit

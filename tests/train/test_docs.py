@@ -27,7 +27,7 @@ def test_worked_example_prints_what_the_page_shows() -> None:
 
 
 def test_recipe_on_the_page_is_a_valid_config(tmp_path: Path) -> None:
-    from nbagent_train.config.base import load_config
+    from nbagent_train.config.loading import load_config
 
     (recipe,) = [b for b in _blocks("yaml") if "reinforce_pp" in b]
     path = tmp_path / "recipe.yaml"

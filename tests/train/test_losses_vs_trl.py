@@ -24,7 +24,7 @@ from nbagent_train.backends.trl import TRLBackend  # noqa: E402
 from nbagent_train.config.base import TrainConfig  # noqa: E402
 from nbagent_train.objective.advantages import compute_advantages  # noqa: E402
 from nbagent_train.objective.samples import Sample, build_samples  # noqa: E402
-from tests.train.trajectories import make_episode  # noqa: E402
+from tests.fixtures.trajectories import episode as make_episode  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
 

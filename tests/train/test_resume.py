@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from nbagent_train.fit import checkpoint_dirs
+from nbagent_train.runs.folder import RunFolder
 from nbagent_train.runs.metrics import read_metrics
 from tests.train.runs import CLI, ENV, adapter_weights, run_cli, write_trajectories
 
@@ -35,13 +35,13 @@ def test_resume_after_kill_continues_from_the_checkpoint(
     proc = subprocess.Popen([*CLI, *common, "--out", str(out)], env=ENV, stdout=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
-        while len(checkpoint_dirs(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        while len(RunFolder(out).checkpoints()) < 2 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
-    done_before = [int(p.name.removeprefix("step-")) for p in checkpoint_dirs(out)]
+    done_before = [int(p.name.removeprefix("step-")) for p in RunFolder(out).checkpoints()]
     assert 2 <= done_before[-1] < 6
     assert not (out / "result.json").exists()
 

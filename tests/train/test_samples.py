@@ -9,36 +9,32 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from nbagent.trajectory import Action, ModelCall, ModelInfo, Reward, Step, TaskSpec, Termination, Trajectory
+from nbagent.trajectory import Termination, Trajectory
 from nbagent_train.config.base import SampleConfig
 from nbagent_train.errors import SampleBuildError
 from nbagent_train.objective.samples import build_samples
-from tests.train.trajectories import GOOD, completion_ids, grouped_episodes, make_episode, prompt_ids
+from tests.fixtures.trajectories import (
+    GOOD,
+    completion_ids,
+    episode,
+    grouped_episodes,
+    model_call,
+    prompt_ids,
+    step,
+    trajectory,
+)
 
 
 def _synthetic(
     steps: list[tuple[list[int], list[int], list[float] | None]], reward: float | None = 1.0
 ) -> Trajectory:
     """An episode from raw (prompt ids, completion ids, logprobs) triples."""
-    return Trajectory(
-        task=TaskSpec(id="t", prompt="q"),
-        model=ModelInfo(provider="test", model="m"),
-        steps=[
-            Step(
-                index=i,
-                model_call=ModelCall(
-                    messages=[{"role": "user", "content": "q"}],
-                    completion="c",
-                    prompt_token_ids=p,
-                    completion_token_ids=c,
-                    completion_logprobs=lp,
-                ),
-                action=Action(kind="code", code="pass"),
-            )
-            for i, (p, c, lp) in enumerate(steps)
-        ],
-        termination=Termination.SUBMITTED,
-        reward=None if reward is None else Reward(total=reward),
+    calls = [
+        model_call("c", prompt_token_ids=p, completion_token_ids=c, completion_logprobs=lp)
+        for p, c, lp in steps
+    ]
+    return trajectory(
+        steps=[step(i, code="pass", cell=None, call=call) for i, call in enumerate(calls)], reward=reward
     )
 
 
@@ -46,18 +42,18 @@ def test_per_step_samples_are_the_recorded_ids(tiny_tokenizer: Any) -> None:
     def fake_logprobs(_: list[int], c: list[int]) -> list[float]:
         return [-0.1 * (i + 1) for i in range(len(c))]
 
-    traj = make_episode(tiny_tokenizer, "t", [(GOOD, "<output>5</output>")] * 3, 0.5, logprobs=fake_logprobs)
+    traj = episode(tiny_tokenizer, "t", [(GOOD, "<output>5</output>")] * 3, 0.5, logprobs=fake_logprobs)
     built = build_samples([traj])
     assert len(built.samples) == 3
-    for step, sample in zip(traj.steps, built.samples, strict=True):
-        call = step.model_call
+    for recorded, sample in zip(traj.steps, built.samples, strict=True):
+        call = recorded.model_call
         assert sample.prompt_ids == call.prompt_token_ids
         assert sample.completion_ids == call.completion_token_ids
         assert sample.completion_ids[-1] == tiny_tokenizer.eos_token_id
         assert sample.loss_mask == [1] * len(sample.completion_ids)
         assert sample.behaviour_logprobs == call.completion_logprobs
         assert [(s.step_index, s.start, s.end) for s in sample.segments] == [
-            (step.index, 0, len(sample.completion_ids))
+            (recorded.index, 0, len(sample.completion_ids))
         ]
         assert sample.reward == 0.5
         assert not sample.retokenized
@@ -113,10 +109,10 @@ def test_steps_without_ids_are_retokenized_with_a_warning(
     tiny_tokenizer: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     turns = [(GOOD, "<output>5</output>")] * 2
-    recorded = build_samples([make_episode(tiny_tokenizer, "t", turns, 1.0)])
+    recorded = build_samples([episode(tiny_tokenizer, "t", turns, 1.0)])
     with caplog.at_level(logging.WARNING, logger="nbagent_train"):
         retok = build_samples(
-            [make_episode(tiny_tokenizer, "t", turns, 1.0, with_ids=False)], tokenizer=tiny_tokenizer
+            [episode(tiny_tokenizer, "t", turns, 1.0, with_ids=False)], tokenizer=tiny_tokenizer
         )
     assert "re-tokenized" in caplog.text
     assert retok.summary.retokenized_steps == 2
@@ -128,7 +124,7 @@ def test_steps_without_ids_are_retokenized_with_a_warning(
 
 def test_retokenized_prefill_continues_the_assistant_turn(tiny_tokenizer: Any) -> None:
     messages = [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "<think>"}]
-    call = ModelCall(messages=messages, prefill="<think>", completion="sum</think>", finish_reason="length")
+    call = model_call("sum</think>", messages, prefill="<think>", finish_reason="length")
     traj = _synthetic([([1], [2], None)])
     traj.steps[0].model_call = call
     sample = build_samples([traj], tokenizer=tiny_tokenizer).samples[0]
@@ -139,7 +135,7 @@ def test_retokenized_prefill_continues_the_assistant_turn(tiny_tokenizer: Any) -
 
 
 def test_retokenization_can_be_refused(tiny_tokenizer: Any) -> None:
-    traj = make_episode(tiny_tokenizer, "t", [(GOOD, "")], 1.0, with_ids=False)
+    traj = episode(tiny_tokenizer, "t", [(GOOD, "")], 1.0, with_ids=False)
     with pytest.raises(SampleBuildError, match="allow_retokenized"):
         build_samples([traj], SampleConfig(allow_retokenized=False), tiny_tokenizer)
     with pytest.raises(SampleBuildError, match="tokenizer"):
@@ -185,7 +181,7 @@ def test_missing_reward_policies() -> None:
 
 
 def test_failed_episodes_are_kept_with_their_reward(tiny_tokenizer: Any) -> None:
-    failed = make_episode(tiny_tokenizer, "t", [(GOOD, "")], 0.0, termination=Termination.TIMEOUT)
+    failed = episode(tiny_tokenizer, "t", [(GOOD, "")], 0.0, termination=Termination.TIMEOUT)
     built = build_samples([failed])
     assert len(built.samples) == 1
     assert built.summary.terminations == {"timeout": 1}

@@ -17,14 +17,16 @@ from typer.testing import CliRunner  # noqa: E402
 from nbagent.trajectory import Reward, Termination, Trajectory, TrajectoryWriter  # noqa: E402
 from nbagent_train.backends.trl import TRLBackend  # noqa: E402
 from nbagent_train.cli.app import app  # noqa: E402
+from nbagent_train.config.sft import SelectConfig, SFTConfig  # noqa: E402
 from nbagent_train.errors import BackendError, SampleBuildError, TrainConfigError  # noqa: E402
-from nbagent_train.fit import checkpoint_dirs  # noqa: E402
 from nbagent_train.objective.batching import collate  # noqa: E402
 from nbagent_train.objective.samples import Sample, build_samples  # noqa: E402
+from nbagent_train.runs.folder import RunFolder  # noqa: E402
 from nbagent_train.runs.metrics import read_metrics  # noqa: E402
-from nbagent_train.sft import SelectConfig, SFTConfig, SFTRun, select_episodes, sft  # noqa: E402
+from nbagent_train.sft import SFTRun, select_episodes, sft  # noqa: E402
+from tests.fixtures.trajectories import BAD, GOOD  # noqa: E402
+from tests.fixtures.trajectories import episode as make_episode  # noqa: E402
 from tests.train.runs import adapter_weights, run_cli  # noqa: E402
-from tests.train.trajectories import BAD, GOOD, make_episode  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
 
@@ -219,7 +221,7 @@ def test_cli_trains_exports_an_adapter_and_resumes(
         run={"epochs": 2, "batch_groups": 1, "save_every": 1, "max_steps": 2},
     )
     assert sft(config).global_step == 2
-    assert [p.name for p in checkpoint_dirs(cut)] == ["step-000001", "step-000002"]
+    assert [p.name for p in RunFolder(cut).checkpoints()] == ["step-000001", "step-000002"]
     config.run.max_steps = None
     resumed = sft(config, resume=True)
     assert resumed.resumed_from == cut / "checkpoints" / "step-000002"
@@ -343,8 +345,8 @@ def test_cli_errors_are_one_line(
         "sft", "-t", str(data), "--model", str(tiny_model_dir), "--out", str(out), *extra, timeout=120
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    [line] = [x for x in proc.stdout.splitlines() if "error:" in x]  # after the selection table, if any
-    assert line.startswith("error: "), proc.stdout
+    [line] = [x for x in proc.stderr.splitlines() if "error:" in x]
+    assert line.startswith("error: "), proc.stderr
     assert message in line
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (out / "checkpoints").exists()

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nbagent.cli.app import EXIT_ANSWERED, EXIT_ERROR, app
+from nbagent.cli.app import app
+from nbagent.cli.options import EXIT_ANSWERED, EXIT_ERROR
 from nbagent.kernel.launch import bwrap_unusable
 from nbagent.trajectory import read_trajectories
-from tests.agent.test_cli import runner
+from tests.cli.test_run import runner
 from tests.fixtures.fake_openai import FakeOpenAIServer, script_responder
 from tests.rollout.test_outputs import command, nbagent
 

@@ -1,4 +1,4 @@
-"""Exporters on hand-built trajectories: notebook (validated, real outputs), messages, token sequences."""
+"""Exporters on hand-built trajectories: notebook (validated, real outputs) and messages."""
 
 from __future__ import annotations
 
@@ -6,44 +6,27 @@ import json
 from pathlib import Path
 
 import nbformat
-import pytest
 
 from nbagent.trajectory import (
-    Action,
     CellResult,
     CellStatus,
     DisplayData,
     ErrorOutput,
     ExecuteResult,
-    ModelCall,
-    ModelInfo,
-    Step,
     StreamOutput,
     TaskSpec,
     Termination,
     ToolCallRecord,
     Trajectory,
 )
-from nbagent.trajectory.export import (
-    MissingTokenIdsError,
-    to_notebook,
-    to_openai_messages,
-    to_sharegpt,
-    to_token_sequences,
-)
+from nbagent.trajectory.export import to_notebook, to_openai_messages, to_sharegpt
+from tests.fixtures.trajectories import model_call, step, trajectory
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
 
-def make_trajectory(*, with_ids: bool = True) -> Trajectory:
-    first = ModelCall(
-        messages=[{"role": "system", "content": "SYS"}, {"role": "user", "content": "Task: 17*23?"}],
-        completion="<think>multiply</think>\n<code>\nx = 17 * 23\nprint(x)\nx",
-        finish_reason="stop",
-        prompt_token_ids=[1, 2, 3] if with_ids else None,
-        completion_token_ids=[7, 8] if with_ids else None,
-        completion_logprobs=[-0.5, -0.25] if with_ids else None,
-    )
+def three_steps() -> Trajectory:
+    """A cell with rich outputs and a tool call, a reply with no code, a failing cell with a notepad."""
     cell = CellResult(
         code="x = 17 * 23\nprint(x)\nx\n",
         status=CellStatus.OK,
@@ -55,52 +38,50 @@ def make_trajectory(*, with_ids: bool = True) -> Trajectory:
         ],
         tool_calls=[ToolCallRecord(name="lookup", args=["x"], result="y", latency_s=0.01)],
     )
-    second = ModelCall(messages=[], completion="I am done.", finish_reason="stop")
-    third = ModelCall(
-        messages=[], completion="<think>t</think><code>1/0", prompt_token_ids=[1], completion_token_ids=[9]
-    )
     bad_cell = CellResult(
         code="1/0\n",
         status=CellStatus.ERROR,
         execution_count=4,
         outputs=[ErrorOutput(ename="ZeroDivisionError", evalue="division by zero", traceback=["tb"])],
     )
-    return Trajectory(
-        task=TaskSpec(id="t1", prompt="What is 17 * 23?"),
-        model=ModelInfo(provider="scripted", model="m"),
-        system_prompt="SYS",
-        steps=[
-            Step(
-                index=0,
-                model_call=first,
-                action=Action(kind="code", think="multiply", code=cell.code),
-                cell=cell,
+    sent = [{"role": "system", "content": "SYS"}, {"role": "user", "content": "Task: 17*23?"}]
+    return trajectory(
+        TaskSpec(id="t1", prompt="What is 17 * 23?"),
+        [
+            step(
+                0,
+                "multiply",
+                cell.code,
+                cell,
+                call=model_call("<think>multiply</think>\n<code>\nx = 17 * 23\nprint(x)\nx", sent),
                 observation="<output>\n391\n</output>",
             ),
-            Step(
-                index=1,
-                model_call=second,
-                action=Action(kind="format_error", think="I am done.", error="No <code> block found."),
+            step(
+                1,
+                "I am done.",
+                format_error="No <code> block found.",
+                call=model_call("I am done."),
                 observation="Your reply could not be run: No <code> block found.",
             ),
-            Step(
-                index=2,
-                model_call=third,
-                action=Action(kind="code", think="t", code="1/0\n"),
-                cell=bad_cell,
+            step(
+                2,
+                "t",
+                "1/0\n",
+                bad_cell,
+                call=model_call("<think>t</think><code>1/0"),
                 observation="<output>\nZeroDivisionError\n</output>",
                 notepad="Facts:\n- 17 * 23 = 391",
             ),
         ],
-        final_answer="391",
-        termination=Termination.SUBMITTED,
+        "391",
+        system_prompt="SYS",
         metadata={"action_format": "xml"},
     )
 
 
 def test_notebook_validates_and_keeps_real_outputs(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "run.ipynb"
-    to_notebook(make_trajectory(), path)
+    to_notebook(three_steps(), path)
     nb = nbformat.read(str(path), as_version=4)
     nbformat.validate(nb)
     kinds = [c.cell_type for c in nb.cells]
@@ -123,7 +104,7 @@ def test_notebook_validates_and_keeps_real_outputs(tmp_path: Path) -> None:
 
 
 def test_notebook_of_an_episode_without_answer() -> None:
-    traj = make_trajectory().model_copy(
+    traj = three_steps().model_copy(
         update={"final_answer": None, "termination": Termination.ERROR, "error": "ModelError: boom"}
     )
     nb = to_notebook(traj)
@@ -133,12 +114,12 @@ def test_notebook_of_an_episode_without_answer() -> None:
 
 
 def test_notebook_structured_answer_is_json() -> None:
-    traj = make_trajectory().model_copy(update={"final_answer": {"city": "Lyon", "population": 520000}})
+    traj = three_steps().model_copy(update={"final_answer": {"city": "Lyon", "population": 520000}})
     assert '"city": "Lyon"' in to_notebook(traj)["cells"][-1]["source"]
 
 
-def test_openai_messages_close_what_the_stop_sequence_cut() -> None:
-    messages = to_openai_messages(make_trajectory())
+def test_a_record_without_recorded_turns_exports_what_the_model_was_sent_and_replied() -> None:
+    messages = to_openai_messages(three_steps())
     assert [m["role"] for m in messages] == [
         "system",
         "user",
@@ -149,22 +130,27 @@ def test_openai_messages_close_what_the_stop_sequence_cut() -> None:
         "assistant",
         "user",
     ]
-    assert messages[1]["content"] == "Task: What is 17 * 23?"
-    assert messages[2]["content"] == "<think>multiply</think>\n<code>\nx = 17 * 23\nprint(x)\nx</code>"
+    assert messages[1]["content"] == "Task: 17*23?"  # the first user message of the first call
+    assert (
+        messages[2]["content"] == "<think>multiply</think>\n<code>\nx = 17 * 23\nprint(x)\nx"
+    )  # the raw reply
     assert messages[4]["content"] == "I am done."
     assert json.dumps(messages)
-    sharegpt = to_sharegpt(make_trajectory())
+    sharegpt = to_sharegpt(three_steps())
     assert [c["from"] for c in sharegpt["conversations"]][:3] == ["system", "human", "gpt"]
 
 
-def test_token_sequences_mask_the_prompt() -> None:
-    with pytest.raises(MissingTokenIdsError, match="Step 2 of trajectory"):
-        to_token_sequences(make_trajectory())
-    sequences = to_token_sequences(make_trajectory(), on_missing="skip")
-    assert [s.step_index for s in sequences] == [0, 2]
-    first = sequences[0]
-    assert first.input_ids == [1, 2, 3, 7, 8]
-    assert first.loss_mask == [0, 0, 0, 1, 1]
-    assert first.logprobs == [None, None, None, -0.5, -0.25]
-    assert first.prompt_length == 3
-    assert sequences[1].logprobs == [None, None]  # the server returned no logprobs for that step
+def test_the_recorded_assistant_text_is_used_as_it_is() -> None:
+    traj = three_steps()
+    traj.metadata["action_format"] = "custom"
+    traj.task_message = "Task, as rendered"
+    for recorded in traj.steps:
+        recorded.assistant_text = f"recorded {recorded.index}"
+    messages = to_openai_messages(traj)
+    assert messages[1] == {"role": "user", "content": "Task, as rendered"}
+    assert [m["content"] for m in messages if m["role"] == "assistant"] == [
+        "recorded 0",
+        "recorded 1",
+        "recorded 2",
+    ]
+    assert "```\nrecorded 1\n```" in to_notebook(traj)["cells"][3]["source"]

@@ -16,7 +16,8 @@ import nbformat
 import pytest
 from typer.testing import CliRunner
 
-from nbagent.cli.app import EXIT_ANSWERED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NO_ANSWER, app
+from nbagent.cli.app import app
+from nbagent.cli.options import EXIT_ANSWERED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NO_ANSWER
 from nbagent.trajectory import Termination, read_trajectories
 from tests.fixtures.fake_openai import FakeOpenAIServer, script_responder
 
@@ -219,23 +220,13 @@ def test_local_model_takes_an_adapter_folder_or_the_bare_base(tmp_path: Path) ->
 
 
 def test_context_budget_follows_the_model_length() -> None:
-    from nbagent.cli.app import ModelChoice, agent_settings
+    from nbagent.cli.options import AgentFlags
+    from nbagent.models.selection import ModelChoice
     from nbagent.models.testing import ScriptedModel
 
     def settings(choice: ModelChoice, max_tokens: int | None) -> dict[str, object]:
-        return agent_settings(
-            choice,
-            max_steps=3,
-            temperature=None,
-            max_tokens=max_tokens,
-            cell_timeout=5,
-            episode_timeout=60,
-            action_format=None,
-            prefill=None,
-            tools=None,
-            sandbox=False,
-            allow_network=False,
-        )
+        flags = AgentFlags(max_steps=3, max_tokens=max_tokens, cell_timeout=5, episode_timeout=60)
+        return flags.agent_settings(choice)
 
     endpoint = ModelChoice(ScriptedModel([]), "m", local=False, context_tokens=4096)
     assert settings(endpoint, 300)["context_budget_tokens"] == 3796

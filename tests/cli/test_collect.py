@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import random
@@ -14,9 +15,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from nbagent.cli.app import load_command_modules
+from nbagent.cli.app import app
+from nbagent.cli.collect import EndpointAgentFactory, Rollout
+from nbagent.cli.options import with_flag_groups
 from nbagent.trajectory import Termination, read_trajectories
 from tests.fixtures.fake_openai import FakeOpenAIServer
 from tests.rollout.envs import arithmetic_responder
@@ -110,7 +114,7 @@ def test_collect_cli_refuses_an_existing_file_without_resume(
     fake_openai_server.responder = arithmetic_responder(steps=2)
     out = tmp_path / "traj.jsonl"
     out.write_text("{}\n")
-    result = CliRunner().invoke(load_command_modules(), ["collect", *cli_args(fake_openai_server, out)])
+    result = CliRunner().invoke(app, ["collect", *cli_args(fake_openai_server, out)])
     assert result.exit_code == 1
     assert "--resume" in result.output
     assert out.read_text() == "{}\n"
@@ -118,7 +122,7 @@ def test_collect_cli_refuses_an_existing_file_without_resume(
 
 def test_collect_cli_explains_an_unreachable_endpoint(tmp_path: Path) -> None:
     args = ["collect", "--env", "tests.rollout.envs", "--base-url", "http://127.0.0.1:9/v1"]
-    result = CliRunner().invoke(load_command_modules(), [*args, "--out", str(tmp_path / "t.jsonl")])
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "t.jsonl")])
     assert result.exit_code == 1
     assert "Cannot reach the endpoint" in result.output
     assert not (tmp_path / "t.jsonl").exists()
@@ -128,9 +132,7 @@ def test_eval_prints_and_writes_the_table(fake_openai_server: FakeOpenAIServer, 
     fake_openai_server.responder = arithmetic_responder(steps=2)
     out = tmp_path / "eval.jsonl"
     args = cli_args(fake_openai_server, out, "--env-arg", "n=4", "--env-arg", "wrong=1", "--split", "train")
-    result = CliRunner().invoke(
-        load_command_modules(), ["eval", *args, "--samples", "2", "--success-metric", "answer"]
-    )
+    result = CliRunner().invoke(app, ["eval", *args, "--samples", "2", "--success-metric", "answer"])
     assert result.exit_code == 0, result.output
     for text in ("arith", "pass@2", "mean@2", "75.0"):
         assert text in result.output
@@ -140,3 +142,25 @@ def test_eval_prints_and_writes_the_table(fake_openai_server: FakeOpenAIServer, 
     assert row["pass_at_k"] == 0.75
     assert row["mean_at_k"] == 0.75
     assert row["metrics"]["answer"] == 0.75
+
+
+def test_flag_groups_are_parsed_into_their_dataclasses_with_its_defaults() -> None:
+    """Each dataclass parameter becomes its fields' options, in its place; collect's agent flags run
+    sandboxed with L0's episode timeout unless told otherwise."""
+    seen: list[tuple[int, EndpointAgentFactory, Rollout, bool]] = []
+
+    @with_flag_groups
+    def command(first: int, *, agent: EndpointAgentFactory, rollout: Rollout, last: bool = False) -> None:
+        seen.append((first, agent, rollout, last))
+
+    one = typer.Typer()
+    one.command()(command)
+    args = ["7", "--max-steps", "4", "--tool", "a:b", "--tool", "c:d", "--ray", "local", "--last"]
+    result = CliRunner().invoke(one, args)
+    assert result.exit_code == 0, result.output
+    assert seen == [(7, EndpointAgentFactory(max_steps=4, tool=["a:b", "c:d"]), Rollout(ray="local"), True)]
+    assert seen[0][1].sandbox
+    assert seen[0][1].episode_timeout == 240.0
+    options = [p.name for p in inspect.signature(command).parameters.values()]
+    assert options[:3] == ["first", "base_url", "model"]
+    assert options[-3:] == ["max_inflight_requests", "tag", "last"]

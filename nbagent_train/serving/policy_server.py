@@ -5,19 +5,15 @@ with a free port, streams its log to a file, waits for ``/health`` while watchin
 crash before it is ready becomes one line saying why, taken from the log), and stops it with its whole
 process group (SIGTERM, then SIGKILL) on exit, Ctrl-C or garbage collection; a small watchdog between
 the two stops it too if the launching process dies without doing so (SIGKILL). New weights arrive as
-LoRA adapters loaded at run time, or, for full fine-tuning, by restarting on the new checkpoint.
+LoRA adapters loaded at run time, or, for full fine-tuning, by restarting on the new checkpoint. The
+process itself is handled in `nbagent_train.serving.process`, the HTTP calls in `.routes`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib.util
 import logging
 import os
-import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,131 +27,22 @@ from typing import Any, Literal
 
 import httpx
 
-from nbagent_train.errors import TrainError
+from nbagent_train.serving import routes
+from nbagent_train.serving.errors import PolicyServerError
+from nbagent_train.serving.process import (
+    failure_reason,
+    free_port,
+    has_cuda,
+    launch,
+    log_tail,
+    supports_logprobs_mode,
+    terminate,
+    vllm_source_dir,
+)
 
 logger = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "gpu"]
-
-
-class PolicyServerError(TrainError):
-    """The vLLM server could not be started, reached or updated; the message says why and where the log is."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Facts about the installed vLLM
-# --------------------------------------------------------------------------------------------------
-
-
-def vllm_source_dir() -> Path | None:
-    """The installed vllm package folder (found without importing it), or None."""
-    spec = importlib.util.find_spec("vllm")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def supports_logprobs_mode() -> bool:
-    """Whether the installed vLLM has ``--logprobs-mode processed_logprobs`` (vLLM >= 0.10.2)."""
-    source = vllm_source_dir()
-    if source is None:
-        return False
-    for candidate in ("config/model.py", "engine/arg_utils.py", "config.py"):
-        path = source / candidate
-        if path.is_file() and "processed_logprobs" in path.read_text(errors="replace"):
-            return True
-    return False
-
-
-def _has_cuda() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-_ERROR_LINE = re.compile(
-    r"^(?:\(\w+ pid=\d+\)\s*)?(?:[A-Za-z_][\w.]*(?:Error|Exception)|[\w.]+: error): (?P<message>.*)$"
-)
-_LOG_LINE = re.compile(r"^(?:\(\w+ pid=\d+\)|INFO|WARNING|ERROR|DEBUG|\[)")
-_GENERIC = ("Engine core initialization failed", "See root cause above", "Engine process failed to start")
-
-
-def failure_reason(log_text: str) -> str | None:
-    """The most telling error line of a vLLM log: the last exception (with its continuation lines)."""
-    lines = log_text.splitlines()
-    found: list[str] = []
-    for index, line in enumerate(lines):
-        if not _ERROR_LINE.match(line):
-            continue
-        message = [line.strip()]
-        for follow in lines[index + 1 : index + 6]:
-            if not follow.strip() or follow.startswith((" ", "\t")) or _LOG_LINE.match(follow):
-                break
-            message.append(follow.strip())
-        found.append(" ".join(message))
-    specific = [m for m in found if not any(g in m for g in _GENERIC)]
-    candidates = specific or found
-    if not candidates:
-        return None
-    chosen = re.sub(r"^\(\w+ pid=\d+\)\s*", "", candidates[-1])
-    return chosen if len(chosen) <= 400 else chosen[:400] + "..."
-
-
-# --------------------------------------------------------------------------------------------------
-# The server
-# --------------------------------------------------------------------------------------------------
-
-
-# Runs the server as its child and stops the server's process group if this process's parent (the
-# trainer) dies without stopping it (SIGKILL, a crash): the server starts its own session, so nothing
-# else would. It ignores SIGTERM/SIGINT itself (a stop signals the whole group, the server included)
-# and exits with the server's status.
-_WATCHDOG = """\
-import os, signal, subprocess, sys
-parent, grace = int(sys.argv[1]), float(sys.argv[2])
-server = subprocess.Popen(sys.argv[3:])
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-while True:
-    try:
-        code = server.wait(timeout=1.0)
-        sys.exit(code if code >= 0 else 128 - code)
-    except subprocess.TimeoutExpired:
-        if os.getppid() == parent:
-            continue
-    os.killpg(0, signal.SIGTERM)
-    try:
-        server.wait(timeout=grace)
-    finally:
-        os.killpg(0, signal.SIGKILL)
-"""
-
-
-def _watched(command: list[str], grace_s: float) -> list[str]:
-    """`command` run under the watchdog that stops it if this process dies first."""
-    return [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(os.getpid()), str(grace_s), *command]
-
-
-def _terminate(process: subprocess.Popen[bytes], grace_s: float) -> None:
-    """SIGTERM the process group, then SIGKILL it if it outlives `grace_s`."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
 
 
 class PolicyServer:
@@ -210,7 +97,7 @@ class PolicyServer:
     ) -> None:
         self.model = str(model)
         self.served_model_name = served_model_name or Path(self.model).name or self.model
-        self.device: Literal["cpu", "gpu"] = ("gpu" if _has_cuda() else "cpu") if device == "auto" else device
+        self.device: Literal["cpu", "gpu"] = ("gpu" if has_cuda() else "cpu") if device == "auto" else device
         self.host = host
         self.port = port
         self.max_model_len = max_model_len
@@ -324,7 +211,7 @@ class PolicyServer:
         if self._attached_url is not None:
             self._wait_healthy(None, time.monotonic() + self.startup_timeout_s)
             if not self.served_model_name:
-                self.served_model_name = self._first_served_model()
+                self.served_model_name = routes.first_served_model(self.url)
             return self
         if self.running:
             return self
@@ -341,21 +228,12 @@ class PolicyServer:
             handle, name = tempfile.mkstemp(prefix="vllm-", suffix=".log")
             os.close(handle)
             self.log_path = Path(name)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._abort.clear()
         started = time.monotonic()
-        with self.log_path.open("ab") as log:
-            log.write(f"$ {' '.join(self.command())}\n".encode())
-            log.flush()
-            self._process = subprocess.Popen(
-                _watched(self.command(), self.stop_grace_s),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.environment(),
-                start_new_session=True,
-            )
-        self._finalizer = weakref.finalize(self, _terminate, self._process, self.stop_grace_s)
+        self._process = launch(
+            self.command(), env=self.environment(), log_path=self.log_path, grace_s=self.stop_grace_s
+        )
+        self._finalizer = weakref.finalize(self, terminate, self._process, self.stop_grace_s)
         logger.info("vLLM starting: %s (log: %s)", self.base_url, self.log_path)
         try:
             self._wait_healthy(self._process, started + self.startup_timeout_s)
@@ -370,7 +248,7 @@ class PolicyServer:
         """Stop a launched server with its process group (SIGTERM, then SIGKILL); attached ones stay up."""
         self._abort.set()
         if self._finalizer is not None:
-            self._finalizer()  # runs _terminate once
+            self._finalizer()  # runs terminate once
             self._finalizer = None
         self._process = None
 
@@ -426,37 +304,19 @@ class PolicyServer:
                     raise PolicyServerError("The start of the vLLM server was cancelled.")
                 if process is not None and (code := process.poll()) is not None:
                     raise PolicyServerError(self._died_message(code))
-                try:
-                    if client.get(self.url + "/health").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
+                if routes.is_healthy(client, self.url):
+                    return
                 if time.monotonic() > deadline:
                     raise PolicyServerError(self._timeout_message())
                 self._abort.wait(0.5)
 
-    def _log_tail(self, max_bytes: int = 200_000) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        with self.log_path.open("rb") as f:
-            f.seek(max(0, self.log_path.stat().st_size - max_bytes))
-            return f.read().decode(errors="replace")
-
     def _died_message(self, code: int) -> str:
-        reason = failure_reason(self._log_tail()) or "no error line found in the log"
+        reason = failure_reason(log_tail(self.log_path)) or "no error line found in the log"
         return f"vLLM exited (code {code}) before it was ready: {reason} (log: {self.log_path})"
 
     def _timeout_message(self) -> str:
         where = f"log: {self.log_path}" if self._attached_url is None else "is it running?"
         return f"vLLM at {self.url} was not healthy after {self.startup_timeout_s:g} s ({where})"
-
-    def _first_served_model(self) -> str:
-        response = httpx.get(self.base_url + "/models", timeout=10.0)
-        response.raise_for_status()
-        data = response.json().get("data") or []
-        if not data:
-            raise PolicyServerError(f"{self.base_url} serves no model.")
-        return str(data[0]["id"])
 
     # -- weights -------------------------------------------------------------------------------------
 
@@ -466,24 +326,7 @@ class PolicyServer:
         Requests with ``model=name`` use it from then on. The server must run with LoRA enabled.
         """
         path = _absolute(path)
-        body = {"lora_name": name, "lora_path": path, "load_inplace": True}
-        async with httpx.AsyncClient(timeout=300.0) as client:
-            try:
-                response = await client.post(self.base_url + "/load_lora_adapter", json=body)
-            except httpx.TransportError as exc:
-                raise PolicyServerError(
-                    f"Could not reach vLLM at {self.url} to load a LoRA adapter: {exc}"
-                ) from exc
-        if response.status_code != 200:
-            hint = (
-                " Start the server with enable_lora=True (and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)."
-                if response.status_code == 404
-                else ""
-            )
-            raise PolicyServerError(
-                f"vLLM at {self.url} refused LoRA adapter {name!r} from {path} "
-                f"(HTTP {response.status_code}): {_error_text(response)}.{hint}"
-            )
+        await routes.load_lora_adapter(self.url, name, path)
         same_path = self.loras.get(name) == path
         self.loras[name] = path
         if not await self.reset_prefix_cache() and same_path:
@@ -494,54 +337,19 @@ class PolicyServer:
             )
 
     async def unload_lora(self, name: str) -> None:
-        async with httpx.AsyncClient(timeout=60.0) as client:
-            response = await client.post(self.base_url + "/unload_lora_adapter", json={"lora_name": name})
-        if response.status_code != 200:
-            raise PolicyServerError(
-                f"vLLM at {self.url} could not unload LoRA adapter {name!r} "
-                f"(HTTP {response.status_code}): {_error_text(response)}"
-            )
+        """Unload the adapter `name`."""
+        await routes.unload_lora_adapter(self.url, name)
         self.loras.pop(name, None)
 
     async def reset_prefix_cache(self) -> bool:
         """Drop cached prompt blocks (computed with older weights); False where the server lacks the route."""
-        async with httpx.AsyncClient(timeout=60.0) as client:
-            response = await client.post(self.url + "/reset_prefix_cache")
-        if response.status_code in (404, 405):
-            return False
-        if response.status_code != 200:
-            raise PolicyServerError(
-                f"vLLM at {self.url} failed to reset its prefix cache (HTTP {response.status_code}): "
-                f"{_error_text(response)}"
-            )
-        try:
-            return bool(response.json().get("success", True))
-        except ValueError:
-            return True
+        return await routes.reset_prefix_cache(self.url)
 
     async def list_models(self) -> list[str]:
         """Model names the server lists: the base model and every loaded adapter."""
-        async with httpx.AsyncClient(timeout=30.0) as client:
-            response = await client.get(self.base_url + "/models")
-        response.raise_for_status()
-        return [str(entry["id"]) for entry in response.json().get("data") or []]
+        return await routes.list_models(self.url)
 
 
 def _absolute(path: str | Path) -> str:
     """The absolute form of `path` (the server may run in another folder); no file-system access."""
     return os.path.abspath(os.fspath(path))
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        data = response.json()
-    except ValueError:
-        return response.text.strip()[:300]
-    if isinstance(data, dict):
-        inner = data.get("error")
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        for key in ("message", "detail"):
-            if data.get(key):
-                return str(data[key])
-    return str(data)[:300]

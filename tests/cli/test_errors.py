@@ -14,8 +14,9 @@ from typing import Any
 import nbformat
 import pytest
 
-from nbagent.trajectory import ModelInfo, TaskSpec, Termination, Trajectory, read_trajectories
+from nbagent.trajectory import read_trajectories
 from tests.fixtures.fake_openai import FakeOpenAIServer, script_responder
+from tests.fixtures.trajectories import trajectory
 
 NBAGENT = Path(sys.executable).with_name("nbagent")
 ENDPOINT_ENV = ("NBAGENT_BASE_URL", "OPENAI_BASE_URL", "NBAGENT_MODEL", "NBAGENT_API_KEY", "OPENAI_API_KEY")
@@ -41,19 +42,14 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def trajectory(answer: str) -> Trajectory:
-    return Trajectory(
-        task=TaskSpec(id="t", prompt="q"),
-        model=ModelInfo(provider="scripted", model="m"),
-        termination=Termination.SUBMITTED,
-        final_answer=answer,
-    )
-
-
 @pytest.fixture
 def corrupt_file(tmp_path: Path) -> Path:
     path = tmp_path / "t.jsonl"
-    path.write_text(trajectory("a").to_json_line() + "{not json\n" + trajectory("b").to_json_line())
+    path.write_text(
+        trajectory(final_answer="a").to_json_line()
+        + "{not json\n"
+        + trajectory(final_answer="b").to_json_line()
+    )
     return path
 
 

@@ -1,0 +1,74 @@
+"""Running a collection's episodes in this process: one kernel pool, `concurrency` workers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from nbagent.environments import Environment
+from nbagent.rollout.episode import (
+    AgentSource,
+    EpisodeSettings,
+    kernel_config_for,
+    resolve_agent,
+    run_episode,
+)
+from nbagent.rollout.plan import EpisodeJob
+from nbagent.trajectory import Trajectory
+
+if TYPE_CHECKING:
+    from nbagent.agent import Agent
+    from nbagent.kernel import KernelPool
+
+
+def pool_size(concurrency: int, episodes: int) -> int:
+    """Kernels for `concurrency` episodes at once: a quarter more (at least one more) while episodes
+    remain to be run, so that a finishing episode's kernel is reset while the next one already runs
+    on a clean spare instead of waiting for it (a reset takes about 0.1 s)."""
+    return min(max(episodes, concurrency), concurrency + max(1, math.ceil(concurrency / 4)))
+
+
+@asynccontextmanager
+async def local_pool(env: Environment, agent: Agent[Any, Any], size: int) -> AsyncIterator[KernelPool]:
+    from nbagent.kernel import KernelPool
+
+    async with KernelPool(size, kernel_config_for(env, agent), reset="lazy") as pool:
+        yield pool
+
+
+async def run_local(
+    env: Environment,
+    agent: AgentSource,
+    jobs: Sequence[EpisodeJob],
+    concurrency: int,
+    settings: EpisodeSettings,
+    results: MemoryObjectSendStream[Trajectory],
+) -> None:
+    """Run `jobs` in this process, `concurrency` at a time, sending each trajectory to `results`."""
+    episode_agent = resolve_agent(agent, env, settings.max_inflight_requests)
+    pending: Iterator[EpisodeJob] = iter(jobs)
+
+    async def worker(pool: KernelPool, send: MemoryObjectSendStream[Trajectory]) -> None:
+        async with send:
+            for job in pending:
+                traj = await run_episode(
+                    episode_agent,
+                    env,
+                    job,
+                    pool,
+                    split=settings.split,
+                    policy_version=settings.policy_version,
+                    hard_timeout_s=settings.hard_timeout_s,
+                )
+                await send.send(traj)
+
+    workers = min(concurrency, len(jobs))
+    size = pool_size(workers, len(jobs))
+    async with results, local_pool(env, episode_agent, size) as pool, anyio.create_task_group() as tg:
+        for _ in range(workers):
+            tg.start_soon(worker, pool, results.clone())

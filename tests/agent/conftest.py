@@ -1,6 +1,0 @@
-"""Make the shared `vllm_server` fixture visible here until tests/conftest.py registers its plugin."""
-
-from tests import conftest as _root
-
-if "tests.fixtures.vllm" not in _root.pytest_plugins:
-    from tests.fixtures.vllm import vllm_server  # noqa: F401
