@@ -26,6 +26,7 @@ from nbagent.errors import ConfigError, NBAgentError
 from nbagent.trajectory import DEFAULT_MAX_TOKENS
 
 if TYPE_CHECKING:
+    from nbagent.kernel import KernelConfig
     from nbagent.models.base import Model
     from nbagent.models.selection import ModelChoice
 
@@ -157,7 +158,40 @@ PrefillOption = Annotated[
 ]
 ToolOption = Annotated[
     list[str] | None,
-    typer.Option("--tool", help="A host tool as module:function (repeatable).", show_default=False),
+    typer.Option(
+        "--tool",
+        metavar="MODULE:FUNCTION",
+        help="A host tool as module:function (repeatable).",
+        show_default=False,
+    ),
+]
+MCPOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mcp",
+        metavar="'COMMAND ARGS'",
+        help="An MCP server to run over stdio, as 'COMMAND ARGS' (repeatable): its tools become Python "
+        "functions in the kernel.",
+        show_default=False,
+    ),
+]
+MCPUrlOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mcp-url",
+        metavar="URL",
+        help="An MCP server over streamable HTTP, by URL (repeatable).",
+        show_default=False,
+    ),
+]
+MCPHeaderOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mcp-header",
+        metavar="'NAME: VALUE'",
+        help="'Name: value' sent to every --mcp-url server (repeatable), e.g. 'Authorization: Bearer ...'.",
+        show_default=False,
+    ),
 ]
 SandboxOption = Annotated[
     bool,
@@ -189,6 +223,9 @@ class AgentFlags:
     action_format: FormatOption = None
     prefill: PrefillOption = None
     tool: ToolOption = None
+    mcp: MCPOption = None
+    mcp_url: MCPUrlOption = None
+    mcp_header: MCPHeaderOption = None
     sandbox: SandboxOption = False
     allow_network: AllowNetworkOption = False
 
@@ -198,19 +235,26 @@ class AgentFlags:
 
         return resolve_model(self.base_url, self.model, self.api_key, self.local_model)
 
-    def agent_settings(self, choice: ModelChoice) -> dict[str, Any]:
-        """Keyword arguments for `Agent`, with the local model's defaults applied where a flag is unset.
-
-        When the model's context length is known, the context budget is that length minus the reply's
-        `max_tokens` (the ``hard`` policy then drops old steps instead of overflowing the model)."""
+    def kernel_config(self, **fields: Any) -> KernelConfig:
+        """The kernel set-up the flags ask for, with other `KernelConfig` `fields` (limits, workspace);
+        `ConfigError` for --allow-network without --sandbox."""
         from nbagent.kernel import KernelConfig
-        from nbagent.trajectory import SamplingSettings
 
         if self.allow_network and not self.sandbox:
             raise ConfigError(
                 "--allow-network applies to the sandbox only (an unsandboxed kernel has the network): "
                 "add --sandbox, or drop --allow-network."
             )
+        return KernelConfig(sandbox=self.sandbox, allow_network=self.allow_network, **fields)
+
+    def agent_settings(self, choice: ModelChoice) -> dict[str, Any]:
+        """Keyword arguments for `Agent`, with the local model's defaults applied where a flag is unset.
+
+        When the model's context length is known, the context budget is that length minus the reply's
+        `max_tokens` (the ``hard`` policy then drops old steps instead of overflowing the model)."""
+        from nbagent.trajectory import SamplingSettings
+
+        kernel_config = self.kernel_config()
         action_format = self.action_format
         if action_format is None:
             action_format = FormatChoice(LOCAL_FORMAT) if choice.local else FormatChoice.xml
@@ -228,16 +272,14 @@ class AgentFlags:
         if choice.context_tokens is not None:  # leave room for the reply
             budget = max(256, choice.context_tokens - (max_tokens or DEFAULT_MAX_TOKENS))
         settings: dict[str, Any] = {
-            "tools": [load_tool(spec) for spec in self.tool or []],
+            "tools": load_tools(self.tool, self.mcp, self.mcp_url, self.mcp_header),
             "max_steps": self.max_steps,
             "episode_timeout_s": episode_timeout,
             "cell_timeout_s": self.cell_timeout,
             "action_format": action_format.value,
             "prefill": prefill.replace("\\n", "\n").replace("\\t", "\t") or None,
             "sampling": SamplingSettings(temperature=temperature, max_tokens=max_tokens),
-            "kernel_config": KernelConfig(sandbox=True, allow_network=self.allow_network)
-            if self.sandbox
-            else None,
+            "kernel_config": kernel_config if self.sandbox else None,
             "reminder": LOCAL_REMINDER if choice.local else None,
             "context_budget_tokens": budget,
         }
@@ -286,6 +328,26 @@ def load_tool(spec: str) -> Any:
         return getattr(module, attr)
     except AttributeError:
         raise typer.BadParameter(f"{spec!r}: {module_name} has no attribute {attr!r}.") from None
+
+
+def load_tools(
+    tools: list[str] | None, mcp: list[str] | None, mcp_urls: list[str] | None, headers: list[str] | None
+) -> list[Any]:
+    """The host tools the flags name: ``--tool`` callables, then the tools of every ``--mcp`` and
+    ``--mcp-url`` server (started here; `MCPServerError` names a server that does not answer)."""
+    loaded = [load_tool(spec) for spec in tools or []]
+    if not mcp and not mcp_urls:
+        return loaded
+    from nbagent.tools.mcp import mcp_servers, mcp_tools
+
+    return [*loaded, *mcp_tools(*mcp_servers(mcp or [], mcp_urls or [], dict(map(_header, headers or []))))]
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise typer.BadParameter(f"--mcp-header {text!r}: write it as 'Name: value'.")
+    return name.strip(), value.strip()
 
 
 def local_agent_settings(

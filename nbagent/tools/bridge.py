@@ -4,9 +4,9 @@ The kernel gets one stub per tool with the tool's signature and docstring. Calli
 arguments as JSON to the host over the Jupyter stdin channel (an ``input_request`` whose prompt carries a
 private prefix; the stdin channel works while a cell runs, comm messages do not); the host validates
 them, runs the real function (async tools on the host's event loop, sync ones in a worker thread), and
-replies with the JSON result or the error. The stub returns the result, or raises ``TypeError`` for bad
-arguments and ``ToolError`` (a class defined in the kernel) for a tool that failed. Every call is recorded
-as a `ToolCallRecord` on the cell's result.
+replies with the JSON result or the error. The stub shows the displays of a `ToolReturn` in the cell and
+returns the result, or raises ``TypeError`` for bad arguments and ``ToolError`` (a class defined in the
+kernel) for a tool that failed. Every call is recorded as a `ToolCallRecord` on the cell's result.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from nbagent.errors import ToolArgumentError, ToolError
 from nbagent.kernel import InputHandler, Kernel, kernel_module_code, render_cell
 from nbagent.kernel.inkernel import HOST_CALL_PREFIX
 from nbagent.tools.render import format_annotation, format_default
+from nbagent.tools.results import ToolReturn
 from nbagent.tools.run_context import RunContext
 from nbagent.tools.tool import Tool
 from nbagent.tools.toolset import Toolset
@@ -40,6 +41,8 @@ _KERNEL_MODULE = "_nbagent_tools"
 _KERNEL_SIDE = '''\
 import inspect
 import sys
+
+from IPython.display import display as _display
 
 _host = sys.modules["_nbagent_kernel"]
 
@@ -81,6 +84,8 @@ def _stub(spec):
         except _host.HostUnavailableError as exc:
             raise ToolError(f"{name}() cannot run: {exc}") from None
         if "result" in reply:
+            for bundle in reply.get("displays", ()):
+                _display(bundle, raw=True)
             return reply["result"]
         error = TypeError if reply.get("kind") == "argument" else ToolError
         raise error(reply.get("message", "the tool failed")) from None
@@ -197,7 +202,11 @@ class ToolBridge:
         records.append(record)
         try:
             result = await self.toolset.get(name).invoke(args, kwargs, self.ctx)
-            reply = json.dumps({"result": result})
+            if isinstance(result, ToolReturn):
+                reply = json.dumps({"result": result.value, "displays": list(result.displays)})
+                result = result.value
+            else:
+                reply = json.dumps({"result": result})
             record.result = result
         except ToolArgumentError as exc:
             record.error = f"{type(exc).__name__}: {exc}"

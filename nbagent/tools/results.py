@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
@@ -15,6 +17,36 @@ _HINT = (
     "return JSON types (dict with str keys, list, str, int, float, bool, None), "
     "pydantic models or dataclasses, and convert other values first (e.g. str(x), list(x), x.tolist())"
 )
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolReturn(Generic[T]):
+    """A tool's value and what to show in the notebook cell that called it.
+
+    Kernel code receives `value`; before the call returns, each of `displays` (a MIME bundle such as
+    ``{"image/png": <base64>}``) is shown in the cell with ``IPython.display.display(bundle, raw=True)``,
+    so it lands in the cell's outputs (and the trajectory) like any display. Annotate the tool
+    ``-> ToolReturn[X]``: its stub shows ``-> X``.
+    """
+
+    value: T
+    displays: Sequence[Mapping[str, str]] = ()
+
+
+def returned_type(annotation: Any) -> Any:
+    """What kernel code receives from a function annotated `annotation`: ``X`` for ``ToolReturn[X]``."""
+    if annotation is ToolReturn:
+        return Any
+    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is ToolReturn else annotation
+
+
+def to_tool_value(result: Any) -> Any:
+    """`result` as a JSON value (`to_json_value`); a `ToolReturn` stays one, with its value made JSON."""
+    if isinstance(result, ToolReturn):
+        return ToolReturn(to_json_value(result.value), tuple(dict(bundle) for bundle in result.displays))
+    return to_json_value(result)
 
 
 def to_json_value(value: Any, path: str = "result") -> Any:

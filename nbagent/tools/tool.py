@@ -37,7 +37,7 @@ from nbagent.errors import (
 )
 from nbagent.tools.docstrings import parse_docstring
 from nbagent.tools.render import format_annotation, format_default, render_type, structured_types
-from nbagent.tools.results import to_json_value
+from nbagent.tools.results import returned_type, to_tool_value
 from nbagent.tools.run_context import RunContext
 
 ToolFunction = Callable[..., Any]
@@ -96,7 +96,7 @@ class Tool:
         self._check_parameters(params, hints)
         self.signature = full_signature.replace(
             parameters=[param.replace(annotation=hints[param.name]) for param in params],
-            return_annotation=hints["return"],
+            return_annotation=returned_type(hints["return"]),
         )
         doc = parse_docstring(inspect.getdoc(function))
         self.description = description if description is not None else doc.summary
@@ -288,7 +288,8 @@ class Tool:
         kwargs: Mapping[str, Any] | None = None,
         ctx: RunContext[Any] | None = None,
     ) -> Any:
-        """Validate the arguments, call the function and return its result as a JSON value.
+        """Validate the arguments, call the function and return its result as a JSON value (a `ToolReturn`
+        stays one, its value made JSON).
 
         Raises `ToolArgumentError` before calling when the arguments do not fit, `ToolExecutionError` when
         the function raises (its `ToolError`s pass through unchanged), and `ToolResultError` when the
@@ -318,7 +319,7 @@ class Tool:
         except Exception as exc:
             raise ToolExecutionError(self.name, type(exc).__name__, str(exc)) from exc
         try:
-            return to_json_value(result)
+            return to_tool_value(result)
         except ToolResultError as exc:
             raise ToolResultError(
                 f"tool {self.name!r} returned a value that cannot be sent as JSON: {exc}"

@@ -62,6 +62,13 @@ class AgentSection(_Section):
     code is untrusted. False: kernels with the host user's rights (see docs/kernel.md)."""
     allow_network: bool = False
     """Give the sandboxed kernels the network (tools run in the host and need none)."""
+    mcp: list[str] = Field(default_factory=list)
+    """MCP servers run over stdio, each as ``"COMMAND ARGS"``: their tools become Python functions in
+    the kernel (one session per training process, shared by its episodes)."""
+    mcp_url: list[str] = Field(default_factory=list)
+    """MCP servers over streamable HTTP, by URL."""
+    mcp_headers: dict[str, str] = Field(default_factory=dict)
+    """Headers sent to every `mcp_url` server (e.g. ``Authorization``)."""
 
 
 class RolloutSection(_Section):

@@ -91,7 +91,7 @@ class Sample:
         if len(self.advantages) != len(self.segments):
             raise SampleBuildError(
                 f"sample of episode {self.episode_id} has {len(self.segments)} segments but "
-                f"{len(self.advantages)} advantages; run nbagent_train.objective.advantages.compute_advantages first"
+                f"{len(self.advantages)} advantages; compute them first (nbagent_train.compute_advantages)"
             )
         out = [0.0] * len(self.completion_ids)
         for seg, adv in zip(self.segments, self.advantages, strict=True):

@@ -42,6 +42,11 @@ def build_agent(config: RLConfig, env: Environment, endpoint: PolicyEndpoint) ->
     tokenizer = config.resolved_model() if a.context_budget_tokens is not None else None
     model = OpenAIModel(endpoint.model_name, base_url=endpoint.base_url, tokenizer=tokenizer)
     kernel = KernelConfig(sandbox=True, allow_network=a.allow_network) if a.sandbox else None
+    tools = []
+    if a.mcp or a.mcp_url:
+        from nbagent.tools.mcp import mcp_servers, mcp_tools
+
+        tools = mcp_tools(*mcp_servers(a.mcp, a.mcp_url, a.mcp_headers))
     return agent_for_environment(
-        env, model, chosen=chosen, sampling=sampling, kernel_config=kernel, **settings
+        env, model, chosen=chosen, sampling=sampling, kernel_config=kernel, tools=tools, **settings
     )

@@ -44,8 +44,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "nbagent.agent",
         "nbagent.environments",
     ),
+    "nbagent.view": _BASE,
     "nbagent.cli": (
         *_BASE,
+        "nbagent.view",
         "nbagent.output_files",
         "nbagent.kernel",
         "nbagent.tools",

@@ -23,9 +23,9 @@ def test_unknown_attribute_raises_attribute_error() -> None:
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, json, nbagent; "
+        "import sys, json, nbagent, nbagent.tools; "
         "print(json.dumps(sorted(m for m in ('torch', 'transformers', 'trl', 'vllm', 'litellm', "
-        "'jupyter_client', 'openai') if m in sys.modules)))"
+        "'jupyter_client', 'openai', 'mcp', 'httpx2') if m in sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
