@@ -14,7 +14,7 @@ InputHandler = Callable[[str, bool], Awaitable[str]]
 
 log = logging.getLogger("nbagent.kernel")
 
-_EOF = "\x04"
+EOF_REPLY = "\x04"
 """An input_reply of this value makes ipykernel raise EOFError in the kernel."""
 _CANCEL_WAIT_S = 1.0
 
@@ -45,5 +45,5 @@ class InputAnswers:
             value = await self._handler(str(request.get("prompt", "")), bool(request.get("password", False)))
         except Exception:
             log.exception("the input handler failed; the kernel gets EOFError")
-            value = _EOF
+            value = EOF_REPLY
         self._kc.input(value)

@@ -22,7 +22,9 @@ from typing import Any
 
 from nbagent.errors import ToolArgumentError, ToolError
 from nbagent.kernel import InputHandler, Kernel, kernel_module_code, render_cell
+from nbagent.kernel.cell import join_notes
 from nbagent.kernel.inkernel import HOST_CALL_PREFIX
+from nbagent.kernel.stdin import EOF_REPLY
 from nbagent.tools.render import format_annotation, format_default
 from nbagent.tools.results import ToolReturn
 from nbagent.tools.run_context import RunContext
@@ -31,9 +33,6 @@ from nbagent.tools.toolset import Toolset
 from nbagent.trajectory import CellResult, ToolCallRecord
 
 log = logging.getLogger("nbagent.tools")
-
-_EOF = "\x04"
-"""ipykernel raises EOFError in the kernel for this input_reply: the answer to prompts that are not ours."""
 
 _KERNEL_MODULE = "_nbagent_tools"
 
@@ -186,12 +185,12 @@ class ToolBridge:
         result.tool_calls = records
         if revived:
             result.state_lost = True
-            result.note = f"{revived} {result.note}" if result.note else revived
+            result.note = join_notes(revived, result.note)
         return result
 
     async def _answer(self, prompt: str, records: list[ToolCallRecord]) -> str:
         if not prompt.startswith(HOST_CALL_PREFIX):
-            return _EOF
+            return EOF_REPLY  # not a tool call: the kernel's input() gets EOFError
         started = time.perf_counter()
         try:
             request = json.loads(prompt[len(HOST_CALL_PREFIX) :])
