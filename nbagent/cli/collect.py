@@ -55,7 +55,8 @@ class EndpointAgentFactory(AgentFlags):
         from nbagent.rollout import agent_for_environment
 
         choice = self.model_choice()
-        return agent_for_environment(env, choice.model, **self.agent_settings(choice))
+        settings = self.agent_settings(choice)
+        return agent_for_environment(env, choice.model, chosen=self.chosen(settings), **settings)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -206,6 +206,15 @@ AllowNetworkOption = Annotated[
 ]
 
 
+_SETTING_OF_FLAG = {
+    "cell_timeout": "cell_timeout_s",
+    "episode_timeout": "episode_timeout_s",
+    "temperature": "sampling",
+    "max_tokens": "sampling",
+}
+"""The `Agent` keyword argument each flag sets, where the names differ."""
+
+
 @dataclass(frozen=True)
 class AgentFlags:
     """The model and agent flags of `run`, `collect` and `eval` (same names as their options), with
@@ -234,6 +243,14 @@ class AgentFlags:
         from nbagent.models.selection import resolve_model
 
         return resolve_model(self.base_url, self.model, self.api_key, self.local_model)
+
+    def chosen(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """The `Agent` keyword arguments of `settings` (from `agent_settings`) that a flag set away from its
+        default: they win over an environment's `agent_overrides` (`agent_for_environment`'s ``chosen``)."""
+        defaults = {f.name: f.default for f in fields(self)}
+        changed = {name for name, default in defaults.items() if getattr(self, name) != default}
+        keys = {name: _SETTING_OF_FLAG.get(name, name) for name in changed}
+        return {key: settings[key] for key in keys.values() if key in settings}
 
     def kernel_config(self, **fields: Any) -> KernelConfig:
         """The kernel set-up the flags ask for, with other `KernelConfig` `fields` (limits, workspace);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from nbagent.environments import SimpleEnvironment
 from nbagent.models import ScriptedModel
@@ -62,3 +63,13 @@ def test_a_recipe_agent_takes_an_environment_that_overrides_tools() -> None:
     assert built.max_steps == 2  # the environment's wish beats the recipe's default
     explicit = RLConfig.model_validate({"model": "m", "agent": {"max_steps": 6}})
     assert build_agent(explicit, _env(), _Endpoint()).max_steps == 6  # type: ignore[arg-type]
+
+
+def test_collect_flags_set_explicitly_beat_the_environment(fake_openai_server: Any) -> None:
+    from nbagent.cli.collect import EndpointAgentFactory
+
+    url = fake_openai_server.base_url
+    assert EndpointAgentFactory(base_url=url)(_env()).max_steps == 2  # the environment's wish
+    explicit = EndpointAgentFactory(base_url=url, max_steps=7, cell_timeout=5.0)(_env())
+    assert (explicit.max_steps, explicit.cell_timeout_s, explicit.observation_chars) == (7, 5.0, 900)
+    assert sorted(explicit.toolset.names) == ["convert", "lookup"]
