@@ -1,0 +1,1 @@
+"""A run folder: its layout and state, metrics, and plots."""
