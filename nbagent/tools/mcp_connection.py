@@ -21,7 +21,7 @@ import anyio.lowlevel
 from anyio.abc import ObjectReceiveStream
 from mcp import Client, MCPError
 from mcp.client import Transport
-from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, CallToolResult
+from mcp_types import CONNECTION_CLOSED, CallToolResult
 from mcp_types import Tool as ToolSpec
 
 from nbagent.errors import ToolError
@@ -199,12 +199,13 @@ class MCPConnection:
         client = await self._live_client()
         ended = self._ended
         try:
-            return await client.call_tool(tool, arguments, read_timeout_seconds=self._call_timeout_s)
+            async with asyncio.timeout(self._call_timeout_s):  # cheaper than the SDK's read timeout
+                return await client.call_tool(tool, arguments)
+        except TimeoutError:
+            raise MCPServerError(
+                f"MCP server {self.name!r} did not answer {tool}() within {self._call_timeout_s:g} s"
+            ) from None
         except MCPError as exc:
-            if exc.code == REQUEST_TIMEOUT:
-                raise MCPServerError(
-                    f"MCP server {self.name!r} did not answer {tool}() within {self._call_timeout_s:g} s"
-                ) from None
             if exc.code != CONNECTION_CLOSED:
                 raise
             await anyio.lowlevel.checkpoint()  # let the end of the server's stream land
