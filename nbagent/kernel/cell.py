@@ -1,6 +1,6 @@
 """One cell in flight: its messages read from the kernel's channels until it ends, and its result.
 
-`follow` reads the shell, iopub and stdin channels of a `KernelProcess` for one cell, interrupts the
+`follow` reads the shell, iopub and stdin channels of a kernel process for one cell, interrupts the
 cell at its deadline, and stops early when the kernel dies or does not come back from the interrupt;
 `cell_result` turns a cell that ended with its reply into a `CellResult`. What to do about a kernel
 that died or hung is up to the `Kernel`.
@@ -21,7 +21,7 @@ from jupyter_client.session import Session
 
 from nbagent.errors import KernelError
 from nbagent.kernel.outputs import OutputCollector
-from nbagent.kernel.process import KernelProcess
+from nbagent.kernel.process import ProcessHandle
 from nbagent.kernel.stdin import InputAnswers
 from nbagent.trajectory import CellResult, CellStatus, ErrorOutput
 
@@ -81,7 +81,7 @@ class CellRun:
 
 
 async def follow(
-    process: KernelProcess, run: CellRun, answers: InputAnswers | None, *, deadline: float, grace_s: float
+    process: ProcessHandle, run: CellRun, answers: InputAnswers | None, *, deadline: float, grace_s: float
 ) -> CellEnd:
     """Read `run`'s messages until it finishes, interrupting it at `deadline` (monotonic time) and
     giving it `grace_s` more to stop. `answers` answers its input requests (None: stdin is not read)."""

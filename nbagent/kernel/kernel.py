@@ -20,8 +20,9 @@ from nbagent.errors import KernelError
 from nbagent.kernel.boot import BOOT_MODULE, INSTALL_CODE, boot_module_code, kernel_module_code, reset_code
 from nbagent.kernel.cell import CellEnd, CellRun, cell_result, follow, join_notes
 from nbagent.kernel.config import KernelConfig
+from nbagent.kernel.forked import ForkedProcess, ForkServer
 from nbagent.kernel.outputs import OutputCollector
-from nbagent.kernel.process import KernelProcess, log_tail
+from nbagent.kernel.process import KernelProcess, ProcessHandle, log_tail
 from nbagent.kernel.stdin import InputAnswers, InputHandler
 from nbagent.trajectory import CellResult, CellStatus, ErrorOutput
 
@@ -34,11 +35,12 @@ class Kernel:
     down). Cells run one at a time; concurrent `execute` calls wait their turn.
     """
 
-    def __init__(self, config: KernelConfig | None = None) -> None:
+    def __init__(self, config: KernelConfig | None = None, *, forks: ForkServer | None = None) -> None:
         self.config = config or KernelConfig()
         self.generation = 0
         """Bumped every time the namespace is wiped (start, restart, reset): re-install what you defined."""
-        self._process = KernelProcess()
+        self._forks = forks
+        self._process: ProcessHandle = KernelProcess() if forks is None else ForkedProcess(forks)
         weakref.finalize(self, self._process.kill)
         self._state_dir: Path | None = None
         self._workspace: Path | None = None
@@ -75,9 +77,10 @@ class Kernel:
             raise KernelError("this kernel was shut down; create a new Kernel")
         if self._state_dir is not None:
             return
-        self._state_dir = Path(tempfile.mkdtemp(prefix="nbagent-kernel-"))
+        parent = None if self._forks is None else self._forks.root
+        self._state_dir = Path(tempfile.mkdtemp(prefix="nbagent-kernel-", dir=parent))
         if self.config.workspace is None:
-            self._workspace = Path(tempfile.mkdtemp(prefix="nbagent-workspace-"))
+            self._workspace = Path(tempfile.mkdtemp(prefix="nbagent-workspace-", dir=parent))
             self._owns_workspace = True
         else:
             self._workspace = self.config.workspace.expanduser().resolve()
@@ -96,7 +99,7 @@ class Kernel:
             await self._process.stop()
             await self._launch()
 
-    async def reset(self, *, lazy: bool = False) -> None:
+    async def reset(self, *, lazy: bool = False, fresh: bool = False) -> None:
         """Give the next user a clean kernel: clear the namespace, go back to the workspace, run the
         startup code again (an own temporary workspace is emptied too). A kernel that is dead or was
         left mid-cell is restarted instead. Modules stay imported and threads keep running: restart
@@ -105,11 +108,16 @@ class Kernel:
         With `lazy` (and no startup code), the clearing waits for the next cell and travels in the same
         message when that cell is an internal one (``store_history=False``, like an agent's set-up):
         one kernel round trip less per reuse, but the old objects stay in memory until then.
-        `generation` changes at once either way."""
+        `generation` changes at once either way. With `fresh`, a new process replaces the old one
+        instead (`restart`, plus the emptied workspace): nothing of the last user is left."""
         async with self._lock:
             self._require_started()
             if self._owns_workspace:
                 _empty_directory(self.workspace)
+            if fresh:
+                await self._process.stop()
+                await self._launch()
+                return
             if lazy and not self.config.startup_code and not self._abandoned and self.alive:
                 self._reset_pending = True
                 self.generation += 1
@@ -163,7 +171,7 @@ class Kernel:
         assert self._state_dir is not None
         assert self._workspace is not None
         try:
-            self._modules.clear()
+            self._modules = set(self._process.preloaded)
             self._reset_pending = False
             await self._process.launch(self.config, workspace=self._workspace, state_dir=self._state_dir)
             self._abandoned = False

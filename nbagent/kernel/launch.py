@@ -43,7 +43,6 @@ os.execv(argv[0], argv)
 
 # Child of the host: bwrap's own PID-1 and the kernel inside it (bwrap exits with the kernel's status).
 _BWRAP_ISOLATION = (
-    "--proc", "/proc",
     "--unshare-pid",
     "--die-with-parent",
     # Root keeps its capabilities in bwrap otherwise: enough to unmount /proc and see the host's.
@@ -51,6 +50,14 @@ _BWRAP_ISOLATION = (
     # ipykernel exits when its parent PID changes; inside the PID namespace its parent is bwrap's init.
     "--unsetenv", "JPY_PARENT_PID",
 )  # fmt: skip
+_OWN_PROC = ("--proc", "/proc")
+# A template's forks mount their own /proc, which Linux allows only over a /proc that shows all of its
+# files; bwrap's covers parts of its own, so the template keeps the host's, which it never lets its
+# forks see (forkserver.py).
+_TEMPLATE_PROC = ("--dev-bind", "/proc", "/proc")
+_TEMPLATE_UID = 1000
+"""Who a root host's forked kernels are: Linux lets a process map its own user ID into a user namespace
+it creates unless that ID is root in the parent namespace (which takes CAP_SETFCAP, dropped)."""
 _BWRAP_PRIVATE_PROCESSES = ("--dev-bind", "/", "/", *_BWRAP_ISOLATION)
 _BWRAP_SANDBOX = (
     "--ro-bind", "/", "/",
@@ -63,6 +70,8 @@ _BWRAP_SANDBOX = (
     "--unshare-ipc",
     "--unshare-uts",
 )  # fmt: skip
+KERNEL_FLAGS = ("--HistoryManager.enabled=False",)
+"""ipykernel options of every kernel, launched or forked."""
 _NO_PRIVATE_PROCESSES = (
     "kernel code runs with the host user's rights and can read other processes' /proc/<pid>/environ, "
     "the API keys this program was started with included"
@@ -105,7 +114,8 @@ def bwrap_unusable() -> str | None:
     if not sys.platform.startswith("linux"):
         return f"bubblewrap needs Linux (this is {sys.platform})"
     try:
-        argv = [bwrap_executable(), *_BWRAP_PRIVATE_PROCESSES, "--", sys.executable, "-I", "-S", "-c", ""]
+        bwrap = [bwrap_executable(), *_BWRAP_PRIVATE_PROCESSES, *_OWN_PROC]
+        argv = [*bwrap, "--", sys.executable, "-I", "-S", "-c", ""]
     except ConfigError as exc:
         return str(exc)
     try:
@@ -141,7 +151,7 @@ def _warn_unprotected(reason: str) -> None:
     )
 
 
-def _rlimits(config: KernelConfig) -> dict[str, int]:
+def rlimits(config: KernelConfig) -> dict[str, int]:
     limits: dict[str, int] = {}
     if config.memory_limit_mb is not None:
         # RLIMIT_DATA bounds heap and anonymous mappings (what numpy and Python allocate) but, unlike
@@ -175,43 +185,57 @@ def _python_under_tmpfs() -> list[Path]:
     return found
 
 
-def _sandbox_args(config: KernelConfig, workspace: Path, state_dir: Path) -> list[str]:
-    args = [bwrap_executable(), *_BWRAP_SANDBOX]
+def _sandbox_args(config: KernelConfig, folders: list[Path], proc: tuple[str, ...]) -> list[str]:
+    args = [bwrap_executable(), *_BWRAP_SANDBOX, *proc]
     for path in _python_under_tmpfs():
         args += ["--ro-bind", str(path), str(path)]
     if not config.allow_network:
         args.append("--unshare-net")
-    for path in (workspace, state_dir):
+    for path in folders:
         args += ["--bind", str(path), str(path)]
-    args += ["--chdir", str(workspace)]
-    return [*args, "--"]
+    return args
+
+
+def _bwrap_args(config: KernelConfig, folders: list[Path], cwd: Path, *, template: bool) -> list[str] | None:
+    """The bwrap part of the command (ending with ``--``), or None when the kernel runs without it."""
+    proc = _TEMPLATE_PROC if template else _OWN_PROC
+    if template and os.getuid() == 0:
+        proc = (*proc, "--unshare-user", "--uid", str(_TEMPLATE_UID), "--gid", str(_TEMPLATE_UID))
+    if config.sandbox:
+        return [*_sandbox_args(config, folders, proc), "--chdir", str(cwd), "--"]
+    if template or _private_processes(config):
+        return [bwrap_executable(), *_BWRAP_PRIVATE_PROCESSES, *proc, "--chdir", str(cwd), "--"]
+    return None
+
+
+def _launcher(limits: dict[str, int]) -> list[str]:
+    spec = {"parent": os.getpid(), "limits": limits}
+    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(spec), "--"]
 
 
 def launch_plan(config: KernelConfig, *, workspace: Path, state_dir: Path) -> LaunchPlan:
     """The kernel spec argv for `config`, run with the host's own Python."""
-    spec = {"parent": os.getpid(), "limits": _rlimits(config)}
-    argv = [sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(spec), "--"]
-    env: dict[str, str] = {}
-    wrapped = True
-    if config.sandbox:
-        argv += _sandbox_args(config, workspace, state_dir)
-        env["TMPDIR"] = "/tmp"
-    elif _private_processes(config):
-        argv += [bwrap_executable(), *_BWRAP_PRIVATE_PROCESSES, "--chdir", str(workspace), "--"]
-    else:
-        wrapped = False
-    argv += [
-        sys.executable,
-        "-m",
-        "ipykernel_launcher",
-        "-f",
-        "{connection_file}",
-        "--HistoryManager.enabled=False",
-    ]
+    bwrap = _bwrap_args(config, [workspace, state_dir], workspace, template=False)
+    kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", *KERNEL_FLAGS]
     return LaunchPlan(
-        argv=argv,
+        argv=[*_launcher(rlimits(config)), *(bwrap or []), *kernel],
         # A signal to bwrap would kill it: ipykernel interrupts itself on an interrupt_request.
-        interrupt_mode="message" if wrapped else "signal",
-        env_overrides=env,
-        wrapped=wrapped,
+        interrupt_mode="signal" if bwrap is None else "message",
+        env_overrides={"TMPDIR": "/tmp"} if config.sandbox else {},
+        wrapped=bwrap is not None,
+    )
+
+
+def template_plan(
+    config: KernelConfig, *, script: Path, settings: dict[str, object], folders: list[Path]
+) -> LaunchPlan:
+    """The command of a fork server's template for kernels of `config` (always under bwrap; its
+    forks set their own limits, so the template has none)."""
+    bwrap = _bwrap_args(config, folders, folders[0], template=True)
+    assert bwrap is not None
+    return LaunchPlan(
+        argv=[*_launcher({}), *bwrap, sys.executable, "-P", str(script), json.dumps(settings)],
+        interrupt_mode="message",
+        env_overrides={"TMPDIR": "/tmp"} if config.sandbox else {},
+        wrapped=True,
     )

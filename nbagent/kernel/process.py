@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Protocol
 
 import zmq
 from jupyter_client.asynchronous.client import AsyncKernelClient
@@ -84,10 +85,13 @@ def describe_exit(returncode: int | None, config: KernelConfig, *, wrapped: bool
 
 def log_tail(state_dir: Path | None) -> str:
     """The last non-empty lines of the kernel's stderr log, or "" when there is none."""
-    if state_dir is None:
-        return ""
+    return "" if state_dir is None else file_tail(state_dir / "kernel.log")
+
+
+def file_tail(path: Path) -> str:
+    """The last non-empty lines of a log file, or "" when it cannot be read."""
     try:
-        with (state_dir / "kernel.log").open("rb") as f:
+        with path.open("rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
             text = f.read().decode("utf-8", errors="replace")
     except OSError:
@@ -96,8 +100,29 @@ def log_tail(state_dir: Path | None) -> str:
     return "\n".join(lines[-8:])
 
 
+class ProcessHandle(Protocol):
+    """What a `Kernel` needs of its process: a launched one (`KernelProcess`) or a forked one."""
+
+    preloaded: frozenset[str]
+    """Kernel-side modules (see `Kernel.ensure_module`) a new process already has."""
+
+    @property
+    def alive(self) -> bool: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def client(self) -> AsyncKernelClient: ...
+    def death_cause(self, config: KernelConfig) -> str: ...
+    async def launch(self, config: KernelConfig, *, workspace: Path, state_dir: Path) -> None: ...
+    async def interrupt(self) -> None: ...
+    async def stop(self) -> None: ...
+    def kill(self) -> None: ...
+
+
 class KernelProcess:
     """The current process of one `Kernel`, launched again in place at every restart."""
+
+    preloaded: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
         self._km: AsyncKernelManager | None = None
@@ -161,7 +186,7 @@ class KernelProcess:
                 raise KernelError(f"could not launch the kernel process: {exc}") from exc
         self._guard.process = km.provisioner.process  # type: ignore[union-attr]
         kc = km.client()
-        kc.start_channels()
+        kc.start_channels(hb=False)  # its death shows in the process itself: no thread per kernel
         self._kc = kc
         try:
             await kc.wait_for_ready(timeout=config.start_timeout_s)

@@ -35,9 +35,14 @@ def pool_size(concurrency: int, episodes: int) -> int:
 
 @asynccontextmanager
 async def local_pool(env: Environment, agent: Agent[Any, Any], size: int) -> AsyncIterator[KernelPool]:
-    from nbagent.kernel import KernelPool
+    from nbagent.kernel import KernelConfig, KernelPool
+    from nbagent.kernel.forked import fork_unavailable
+    from nbagent.kernel.pool import StartMode
 
-    async with KernelPool(size, kernel_config_for(env, agent), reset="lazy") as pool:
+    config = kernel_config_for(env, agent) or KernelConfig()
+    # Forked kernels start in milliseconds and share memory; they need bubblewrap's namespaces.
+    start: StartMode = "fork" if fork_unavailable(config) is None else "launch"
+    async with KernelPool(size, config, reset="lazy", start=start) as pool:
         yield pool
 
 

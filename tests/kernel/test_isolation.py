@@ -68,11 +68,13 @@ _NO_ATTACK = 'attacks = []\nROOTS = ("/proc",)\n'
 _HOST = textwrap.dedent(
     """\
     import asyncio, json, os, sys
-    from nbagent.kernel import Kernel, KernelConfig
+    from nbagent.kernel import KernelConfig, KernelPool
 
     async def main() -> None:
         namespace = f"HOST_PID_NAMESPACE = {os.readlink('/proc/self/ns/pid')!r}\\n"
-        async with Kernel(KernelConfig(**json.loads(sys.argv[1]))) as kernel:
+        config = json.loads(sys.argv[1])
+        start = config.pop("start", "launch")
+        async with KernelPool(1, KernelConfig(**config), start=start) as pool, pool.lease() as kernel:
             result = await kernel.execute(namespace + sys.stdin.read(), timeout=60)
         assert result.ok, result
         print(result.outputs[0].text)
@@ -103,7 +105,11 @@ def _scan_from_a_host(
     return secret, json.loads(done.stdout)
 
 
-@pytest.mark.parametrize("config", [{}, {"sandbox": True}], ids=["default (private processes)", "sandbox"])
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"sandbox": True}, {"start": "fork"}, {"sandbox": True, "start": "fork"}],
+    ids=["default (private processes)", "sandbox", "forked", "forked in the sandbox"],
+)
 def test_kernel_code_cannot_read_the_host_environment_or_command_line(
     tmp_path: Path, config: dict[str, object]
 ) -> None:

@@ -137,11 +137,11 @@ def test_bad_pool_arguments_are_refused() -> None:
 
 
 _HOST = """
-import asyncio, json
+import asyncio, json, sys
 from nbagent.kernel import KernelPool
 
 async def main():
-    async with KernelPool(2) as pool:
+    async with KernelPool(2, start=sys.argv[1]) as pool:
         async with pool.lease() as kernel:
             print(json.dumps([k.pid for k in pool.kernels]), flush=True)
             await kernel.execute("print('busy')\\nimport time\\ntime.sleep(120)", timeout=300)
@@ -150,10 +150,14 @@ asyncio.run(main())
 """
 
 
-def _kernel_processes_after(host_signal: signal.Signals) -> list[psutil.Process]:
+def _kernel_processes_after(host_signal: signal.Signals, start: str) -> list[psutil.Process]:
     """Run a host holding a pool, send it `host_signal` mid-cell, return its kernel processes left alive."""
     host = subprocess.Popen(
-        [sys.executable, "-c", _HOST], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", _HOST, start],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert host.stdout is not None
@@ -162,7 +166,11 @@ def _kernel_processes_after(host_signal: signal.Signals) -> list[psutil.Process]
         pids = json.loads(line)
         assert len(pids) == 2
         descendants = psutil.Process(host.pid).children(recursive=True)
-        assert {p.pid for p in descendants} >= set(pids)
+        if start == "launch":
+            assert {p.pid for p in descendants} >= set(pids)
+        else:  # forked kernels' PIDs are their template's; count the processes running ipykernel
+            kernels = [p for p in descendants if p.cmdline()[:2] == [sys.executable, "-P"]]
+            assert len(kernels) == 3  # the template and its two forks
         host.send_signal(host_signal)
         host.wait(timeout=60)
     finally:
@@ -173,10 +181,12 @@ def _kernel_processes_after(host_signal: signal.Signals) -> list[psutil.Process]
 
 
 @pytest.mark.slow
-def test_ctrl_c_leaves_no_orphan_kernels() -> None:
-    assert _kernel_processes_after(signal.SIGINT) == []
+@pytest.mark.parametrize("start", ["launch", "fork"])
+def test_ctrl_c_leaves_no_orphan_kernels(start: str) -> None:
+    assert _kernel_processes_after(signal.SIGINT, start) == []
 
 
 @pytest.mark.slow
-def test_killed_host_leaves_no_orphan_kernels() -> None:
-    assert _kernel_processes_after(signal.SIGKILL) == []
+@pytest.mark.parametrize("start", ["launch", "fork"])
+def test_killed_host_leaves_no_orphan_kernels(start: str) -> None:
+    assert _kernel_processes_after(signal.SIGKILL, start) == []

@@ -1,0 +1,125 @@
+"""Kernels forked from a template (`KernelPool(start="fork")`) on real bwrap kernels: what one episode
+leaves is invisible to the next and to its neighbours, crashes and a dead template are recovered from,
+and the limits still hold."""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import textwrap
+from typing import Any
+
+import pytest
+
+from nbagent.errors import ConfigError
+from nbagent.kernel import KernelConfig, KernelPool, launch
+from nbagent.kernel.forked import ForkServer
+from nbagent.trajectory import CellResult, CellStatus, ErrorOutput, ExecuteResult, StreamOutput
+
+pytestmark = pytest.mark.skipif(launch.bwrap_unusable() is not None, reason=str(launch.bwrap_unusable()))
+
+
+def _value(result: CellResult) -> Any:
+    assert result.ok, result
+    output = result.outputs[-1]
+    assert isinstance(output, ExecuteResult), result
+    return ast.literal_eval(output.data["text/plain"])
+
+
+_LEAVE_TRACES = textwrap.dedent(
+    """\
+    import json, os, colorsys
+    secret = "episode-1"
+    colorsys.rgb_to_hls = lambda *a: "poisoned"
+    open("left.txt", "w").write("x")
+    open("/tmp/left.txt", "w").write("x")
+    """
+)
+_LOOK_FOR_TRACES = textwrap.dedent(
+    """\
+    import os, sys
+    (
+        "secret" in globals(),
+        "colorsys" in sys.modules,
+        os.listdir("."),
+        os.path.exists("/tmp/left.txt"),
+    )
+    """
+)
+
+
+async def test_a_fresh_fork_per_lease_leaves_nothing_of_the_last_episode() -> None:
+    async with KernelPool(1, KernelConfig(sandbox=True), reset="restart", start="fork") as pool:
+        async with pool.lease() as kernel:
+            assert (await kernel.execute(_LEAVE_TRACES)).ok
+        async with pool.lease() as kernel:
+            assert _value(await kernel.execute(_LOOK_FOR_TRACES)) == (False, False, [], False)
+
+
+async def test_forked_neighbours_cannot_see_each_other() -> None:
+    listen = textwrap.dedent(
+        """\
+        import os, socket
+        server = socket.socket(socket.AF_UNIX)
+        server.bind("\\0nbagent-neighbour")  # abstract: visible to the whole network namespace
+        server.listen()
+        open("/tmp/mine.txt", "w").write("x")
+        open("mine.txt", "w").write("x")
+        (os.getpid(), os.getcwd())
+        """
+    )
+    pool = KernelPool(2, KernelConfig(sandbox=True), start="fork")
+    async with pool, pool.lease() as first, pool.lease() as second:
+        pid, first_workspace = _value(await first.execute(listen))
+        assert pid == 1  # the first process of its own PID namespace
+        probe = textwrap.dedent(
+            f"""\
+            import os, socket
+            client = socket.socket(socket.AF_UNIX)
+            try:
+                client.connect("\\0nbagent-neighbour")
+                reached = True
+            except OSError:
+                reached = False
+            (reached, os.path.exists("/tmp/mine.txt"), os.path.exists({first_workspace!r}),
+             sorted(p for p in os.listdir("/proc") if p.isdigit()))
+            """
+        )
+        assert _value(await second.execute(probe)) == (False, False, False, ["1"])
+
+
+async def test_a_crashed_fork_and_a_dead_template_are_replaced() -> None:
+    async with KernelPool(1, KernelConfig(sandbox=True), start="fork") as pool, pool.lease() as kernel:
+        crashed = await kernel.execute("import ctypes\nctypes.string_at(0)")  # a real segfault
+        assert crashed.status is CellStatus.CRASHED
+        assert "segmentation fault" in (crashed.note or "")
+        assert (await kernel.execute("x = 1")).ok
+        forks = pool._forks
+        assert forks is not None
+        assert forks._process is not None
+        os.killpg(forks._process.pid, signal.SIGKILL)
+        lost = await kernel.execute("x", timeout=30)
+        assert lost.status is CellStatus.CRASHED or lost.state_lost, lost
+        again = await kernel.execute("print('back')")
+        assert again.outputs == [StreamOutput(name="stdout", text="back\n")]
+
+
+async def test_limits_and_timeouts_hold_in_forked_kernels() -> None:
+    config = KernelConfig(sandbox=True, memory_limit_mb=300, cpu_time_limit_s=3, grace_s=5)
+    async with KernelPool(1, config, start="fork") as pool, pool.lease() as kernel:
+        big = await kernel.execute("b = bytearray(400 * 1024 * 1024)")
+        assert big.status is CellStatus.ERROR
+        assert isinstance(big.outputs[-1], ErrorOutput)
+        assert big.outputs[-1].ename == "MemoryError"
+        spin = await kernel.execute("while True:\n    pass", timeout=1)
+        assert spin.status is CellStatus.TIMEOUT
+        assert not spin.state_lost
+        burn = await kernel.execute("while True:\n    pass", timeout=60)
+        assert burn.status is CellStatus.CRASHED
+        assert "CPU-time limit" in (burn.note or "")
+
+
+def test_forking_needs_namespaces() -> None:
+    with pytest.raises(ConfigError, match="private_processes=False"):
+        ForkServer(KernelConfig(private_processes=False))
