@@ -5,12 +5,15 @@ every call after a fixed latency (200 ms by default) with a scripted 3-step epis
 kernel, print again, submit from the kernel. With zero overhead, C episodes in flight finish
 ``C / (steps * latency)`` episodes per second: that ideal is printed next to the measured rate
 (steady state: the completions after the first C, so the kernel pool's start-up is reported apart),
-with their ratio. Kernel memory is the peak sum of the RSS of the kernel processes during a level.
-CPU per episode (this process, its kernels, the fake server) is measured between the first and the
-last result; "CPU-bound eps/s" is the best rate the machine's cores allow at that cost.
+with their ratio. Memory: the RSS and PSS (shared pages split between the processes sharing them)
+of every process the collection started (kernels, their template, bwrap), read once all episodes are
+in flight, and the machine's peak used memory above what it used before the level. CPU per episode
+(this process, its kernels, the fake server) is measured between the first and the last result;
+"CPU-bound eps/s" is the best rate the machine's cores allow at that cost. Each level runs with
+launched kernels (the baseline) and forked ones (``--start``), in the same run.
 
     .venv/bin/python benchmarks/collect.py                       # levels 1, 8, 32, 64
-    .venv/bin/python benchmarks/collect.py --levels 1,8 --latency 0.2 --per-level 6
+    .venv/bin/python benchmarks/collect.py --levels 64,256 --latency 2 --per-level 3
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nbagent.environments import SimpleEnvironment  # noqa: E402
+from nbagent.kernel import KernelPool  # noqa: E402
 from nbagent.models.openai import OpenAIModel  # noqa: E402
 from nbagent.rollout import agent_for_environment, collect  # noqa: E402
 from nbagent.trajectory import TaskSpec, Termination, Trajectory  # noqa: E402
@@ -76,16 +80,32 @@ def start_server(latency: float, workdir: Path) -> tuple[subprocess.Popen[bytes]
     raise RuntimeError("the fake OpenAI server did not start")
 
 
-def kernel_processes() -> list[psutil.Process]:
-    """This process's Jupyter kernel processes."""
-    found = []
-    for child in psutil.Process().children(recursive=True):
+def kernel_processes(server: psutil.Process) -> list[psutil.Process]:
+    """Every process this one started for its kernels (all descendants but the fake server)."""
+    return [child for child in psutil.Process().children(recursive=True) if child.pid != server.pid]
+
+
+def used_memory_mib() -> float:
+    """The machine's used memory (total less available)."""
+    fields = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            name, value = line.split(":")
+            fields[name] = int(value.split()[0])
+    return (fields["MemTotal"] - fields["MemAvailable"]) / 1024
+
+
+def memory_of(procs: list[psutil.Process]) -> tuple[float, float]:
+    """Summed RSS and PSS of `procs`, in MiB."""
+    rss = pss = 0.0
+    for proc in procs:
         try:
-            if any("ipykernel" in part for part in child.cmdline()):
-                found.append(child)
+            info = proc.memory_full_info()
         except psutil.Error:
             continue
-    return found
+        rss += info.rss / 2**20
+        pss += info.pss / 2**20
+    return rss, pss
 
 
 def _sum(procs: list[psutil.Process], measure: Any) -> float:
@@ -99,18 +119,19 @@ def _sum(procs: list[psutil.Process], measure: Any) -> float:
 
 
 def cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds of `proc` and of its children that ended (a template's restarted forks)."""
     times = proc.cpu_times()
-    return float(times.user + times.system)
+    return float(times.user + times.system + times.children_user + times.children_system)
 
 
 def snapshot(server: psutil.Process) -> tuple[float, float, float]:
     """CPU seconds used so far by this process, its kernels, and the fake server."""
     own = resource.getrusage(resource.RUSAGE_SELF)
-    return own.ru_utime + own.ru_stime, _sum(kernel_processes(), cpu_s), cpu_s(server)
+    return own.ru_utime + own.ru_stime, _sum(kernel_processes(server), cpu_s), cpu_s(server)
 
 
 async def run_level(
-    base_url: str, server: psutil.Process, concurrency: int, episodes: int, workdir: Path
+    base_url: str, server: psutil.Process, concurrency: int, episodes: int, workdir: Path, start: str
 ) -> dict[str, Any]:
     tasks = [
         TaskSpec(id=f"t{i:04d}", prompt=f"Task {i}: what is 6 * 7?", references=["42"])
@@ -121,29 +142,62 @@ async def run_level(
     agent = agent_for_environment(env, model, max_steps=5)
     finished: list[float] = []
     trajs: list[Trajectory] = []
-    peak = (0.0, 0)
+    memory: dict[str, float] = {}
     cpu: list[tuple[float, float, float]] = []
+    baseline = used_memory_mib()
+    peak_used = 0.0
+    acquired: list[float] = []
 
     def on_result(traj: Trajectory) -> None:
         finished.append(time.monotonic())
         trajs.append(traj)
+        if len(finished) == 1:  # everything in flight: memory, read before the CPU window opens
+            procs = kernel_processes(server)
+            memory["rss"], memory["pss"] = memory_of(procs)
+            memory["processes"] = len(procs)
         if len(finished) in (1, episodes):  # CPU between the first and the last result: no start-up
             cpu.append(snapshot(server))
 
     async def sample_memory() -> None:
-        nonlocal peak
+        nonlocal peak_used
         while True:
-            procs = await anyio.to_thread.run_sync(kernel_processes)
-            rss = _sum(procs, lambda p: p.memory_info().rss) / 2**20
-            peak = max(peak, (rss, len(procs)))
-            await anyio.sleep(0.5)
+            peak_used = max(peak_used, used_memory_mib() - baseline)
+            await anyio.sleep(1)
 
-    out = workdir / f"level-{concurrency}.jsonl"
+    original_lease = KernelPool.lease
+
+    def timed_lease(pool: KernelPool) -> Any:
+        asked = time.monotonic()
+        inner = original_lease(pool)
+
+        class Timed:
+            async def __aenter__(self) -> Any:
+                kernel = await inner.__aenter__()
+                acquired.append(time.monotonic() - asked)
+                return kernel
+
+            async def __aexit__(self, *exc: Any) -> Any:
+                return await inner.__aexit__(*exc)
+
+        return Timed()
+
+    original_init = KernelPool.__init__
+
+    def init_with_start(pool: KernelPool, *args: Any, **kwargs: Any) -> None:
+        original_init(pool, *args, **{**kwargs, "start": start})
+
+    out = workdir / f"level-{concurrency}-{start}.jsonl"
     started = time.monotonic()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(sample_memory)
-        await collect(env, agent, out=out, concurrency=concurrency, on_result=on_result)
-        tg.cancel_scope.cancel()
+    KernelPool.lease = timed_lease  # type: ignore[method-assign,assignment]
+    KernelPool.__init__ = init_with_start  # type: ignore[method-assign]
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sample_memory)
+            await collect(env, agent, out=out, concurrency=concurrency, on_result=on_result)
+            tg.cancel_scope.cancel()
+    finally:
+        KernelPool.lease = original_lease  # type: ignore[method-assign]
+        KernelPool.__init__ = original_init  # type: ignore[method-assign]
     wall = time.monotonic() - started
     await model.aclose()
     bad = sum(
@@ -155,7 +209,12 @@ async def run_level(
     )
     between = max(1, len(finished) - 1)
     host, kernels, fake = ((b - a) * 1000 / between for a, b in zip(cpu[0], cpu[-1], strict=True))
+    waits = sorted(acquired)
     return {
+        "start": start,
+        "acquire_ms": (1000 * waits[len(waits) // 2], 1000 * waits[int(len(waits) * 0.99)]),
+        "memory": memory,
+        "peak_used_mib": peak_used,
         "concurrency": concurrency,
         "episodes": len(trajs),
         "not_solved": bad,
@@ -163,8 +222,6 @@ async def run_level(
         "first_result_s": finished[0] - started,
         "steady_eps": steady,
         "episode_s_median": statistics.median(t.wall_s for t in trajs),
-        "kernel_rss_mib": peak[0],
-        "kernels": peak[1],
         "cpu_ms": {"host": host, "kernels": kernels, "server": fake},
     }
 
@@ -175,6 +232,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per model call")
     parser.add_argument("--per-level", type=int, default=6, help="episodes per level = this x concurrency")
     parser.add_argument("--min-episodes", type=int, default=8)
+    parser.add_argument("--start", default="launch,fork", help="kernel start modes to run, in order")
     args = parser.parse_args()
     steps = len(SCRIPT)
     rows = []
@@ -183,11 +241,13 @@ def main() -> None:
         server, base_url = start_server(args.latency, Path(tmp))
         try:
             for level in (int(x) for x in args.levels.split(",")):
-                episodes = max(args.min_episodes, args.per_level * level)
-                row = anyio.run(run_level, base_url, psutil.Process(server.pid), level, episodes, Path(tmp))
-                row["ideal_eps"] = level / (steps * args.latency)
-                rows.append(row)
-                print(f"  done: concurrency {level}", file=sys.stderr, flush=True)
+                for start in args.start.split(","):
+                    episodes = max(args.min_episodes, args.per_level * level)
+                    proc = psutil.Process(server.pid)
+                    row = anyio.run(run_level, base_url, proc, level, episodes, Path(tmp), start)
+                    row["ideal_eps"] = level / (steps * args.latency)
+                    rows.append(row)
+                    print(f"  done: concurrency {level}, {start}", file=sys.stderr, flush=True)
         finally:
             server.kill()
             server.wait()
@@ -196,24 +256,30 @@ def main() -> None:
     print(f"{cores} cores, load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"ideal = concurrency / ({steps} x latency); CPU per episode between the first and last result\n")
     header = (
-        "| concurrency | episodes | wall s | first result s | episodes/s | ideal | ratio | median episode s "
-        "| kernels | kernel RSS MiB | per kernel | CPU ms/ep host | kernels | server | CPU-bound eps/s |"
+        "| concurrency | kernels | episodes | first result s | episodes/s | ideal | ratio | median episode s "
+        "| processes | RSS MiB | PSS MiB | PSS per episode | machine +MiB | acquire p50 / p99 ms "
+        "| CPU ms/ep host | kernels | server | CPU-bound eps/s |"
     )
     print(header)
     print("|" + "---:|" * (header.count("|") - 1))
     for r in rows:
-        cpu = r["cpu_ms"]
+        cpu, mem = r["cpu_ms"], r["memory"]
         bound = cores * 1000 / max(1e-9, cpu["host"] + cpu["kernels"] + cpu["server"])
         print(
-            f"| {r['concurrency']} | {r['episodes']} | {r['wall_s']:.1f} | {r['first_result_s']:.1f} | "
+            f"| {r['concurrency']} | {r['start']} | {r['episodes']} | {r['first_result_s']:.1f} | "
             f"{r['steady_eps']:.2f} | {r['ideal_eps']:.2f} | {r['steady_eps'] / r['ideal_eps']:.0%} | "
-            f"{r['episode_s_median']:.2f} | {r['kernels']} | {r['kernel_rss_mib']:.0f} | "
-            f"{r['kernel_rss_mib'] / max(1, r['kernels']):.0f} | {cpu['host']:.0f} | {cpu['kernels']:.0f} | "
-            f"{cpu['server']:.0f} | {bound:.1f} |"
+            f"{r['episode_s_median']:.2f} | {mem['processes']:.0f} | {mem['rss']:.0f} | {mem['pss']:.0f} | "
+            f"{mem['pss'] / r['concurrency']:.1f} | {r['peak_used_mib']:.0f} | "
+            f"{r['acquire_ms'][0]:.1f} / {r['acquire_ms'][1]:.1f} | {cpu['host']:.1f} | "
+            f"{cpu['kernels']:.1f} | {cpu['server']:.1f} | {bound:.1f} |"
         )
     failed = sum(r["not_solved"] for r in rows)
     print(f"\nepisodes not solved (should be 0): {failed}")
-    print("CPU-bound eps/s = cores / CPU ms per episode (host + kernels + server).")
+    print("CPU-bound eps/s = cores / CPU ms per episode (host + kernels + server). PSS per episode: the")
+    print(
+        "kernels' PSS over the concurrency (the pool holds a quarter more kernels than episodes in flight)."
+    )
+    print("machine +MiB: peak used memory of the machine above its use before the level (host included).")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import weakref
 from pathlib import Path
 
 import zmq
+import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.connect import write_connection_file
 
@@ -41,6 +42,8 @@ _FORKSERVER = Path(__file__).with_name("forkserver.py")
 _INKERNEL = Path(__file__).with_name("inkernel.py")
 _READY_POLL_S = 0.05
 _KERNEL_INFO_EVERY_S = 1.0
+_MAX_SOCKETS = 65536
+"""Sockets of one context: five per kernel (ZMQ's default, 1023, stops at about 200 kernels)."""
 
 
 def fork_unavailable(config: KernelConfig) -> str | None:
@@ -71,6 +74,10 @@ class ForkServer:
         self._live: set[int] = set()
         self._exits: dict[int, int | None] = {}
         self._counter = 0
+        self.context = zmq.asyncio.Context()
+        """The one ZMQ context of every forked kernel's client (a context per client would mean a
+        thread per kernel in the host, and a blocking clean-up of each when it is dropped)."""
+        self.context.set(zmq.MAX_SOCKETS, _MAX_SOCKETS)
         self._starting = asyncio.Lock()
         self._closed = False
         self._finalizer = weakref.finalize(self, _kill_group, None)
@@ -218,13 +225,18 @@ class ForkServer:
     async def aclose(self) -> None:
         """End the template and every kernel it forked; remove its folder."""
         self._closed = True
-        await self._stop_process()
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            await self._stop_process()
+        finally:  # also when cancelled: the kill is sent already, and nothing here blocks
+            self.context.destroy(linger=0)
+            shutil.rmtree(self.root, ignore_errors=True)
 
     async def _stop_process(self) -> None:
         process, self._process = self._process, None
         if process is not None:
             _kill_group(process.pid)
+            if process.stdin is not None:
+                process.stdin.close()
             await process.wait()
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -301,7 +313,7 @@ class ForkedProcess:
         self._pid = await self.server.spawn(
             connection_file=connection_file, state_dir=state_dir, workspace=workspace, env=env
         )
-        kc = AsyncKernelClient(connection_file=str(connection_file))
+        kc = AsyncKernelClient(connection_file=str(connection_file), context=self.server.context)
         kc.load_connection_file()
         kc.start_channels(hb=False)
         self._kc = kc

@@ -134,10 +134,12 @@ class KernelPool:
             kernel.kill()
         for task in list(self._cleaning):
             task.cancel()
-        await asyncio.gather(*self._cleaning, return_exceptions=True)
-        await asyncio.gather(*(kernel.shutdown() for kernel in self._kernels), return_exceptions=True)
-        if self._forks is not None:
-            await self._forks.aclose()
+        try:
+            await asyncio.gather(*self._cleaning, return_exceptions=True)
+            await asyncio.gather(*(kernel.shutdown() for kernel in self._kernels), return_exceptions=True)
+        finally:  # when cancelled too: the template holds the forks' sockets and folders
+            if self._forks is not None:
+                await self._forks.aclose()
 
     async def __aenter__(self) -> KernelPool:
         await self.start()

@@ -110,8 +110,8 @@ async def collect(
         out: the JSONL trajectory file (appended to; created with its folder when missing).
         split: recorded in each trajectory, and where `tasks` come from by default.
         samples: episodes per task (K); the K samples of a task share a group id.
-        concurrency: episodes in flight at once (the total across Ray actors); the kernel pool holds
-            a quarter more kernels (see `pool_size`).
+        concurrency: episodes in flight at once (the total across Ray actors), each on a kernel of
+            its own (see `pool_size`).
         resume: skip (group, sample) pairs already in `out` instead of refusing a non-empty file.
         max_inflight_requests: most model requests in flight at once (per process; None: no limit
             beyond `concurrency`).

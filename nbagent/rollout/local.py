@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -23,26 +22,30 @@ from nbagent.trajectory import Trajectory
 
 if TYPE_CHECKING:
     from nbagent.agent import Agent
-    from nbagent.kernel import KernelPool
+    from nbagent.kernel import KernelConfig, KernelPool
 
 
 def pool_size(concurrency: int, episodes: int) -> int:
-    """Kernels for `concurrency` episodes at once: a quarter more (at least one more) while episodes
-    remain to be run, so that a finishing episode's kernel is reset while the next one already runs
-    on a clean spare instead of waiting for it (a reset takes about 0.1 s)."""
-    return min(max(episodes, concurrency), concurrency + max(1, math.ceil(concurrency / 4)))
+    """Kernels for `concurrency` episodes at once: one each. A finished episode's kernel is lent again
+    at once, its clean-up deferred into the next episode's set-up cell (``reset="lazy"``)."""
+    return max(1, min(concurrency, episodes))
 
 
-@asynccontextmanager
-async def local_pool(env: Environment, agent: Agent[Any, Any], size: int) -> AsyncIterator[KernelPool]:
+def episode_pool(config: KernelConfig | None, size: int) -> KernelPool:
+    """The kernel pool of a collection: `size` kernels, forked from a template where bubblewrap works
+    (they start in milliseconds and share memory), reset lazily between episodes."""
     from nbagent.kernel import KernelConfig, KernelPool
     from nbagent.kernel.forked import fork_unavailable
     from nbagent.kernel.pool import StartMode
 
-    config = kernel_config_for(env, agent) or KernelConfig()
-    # Forked kernels start in milliseconds and share memory; they need bubblewrap's namespaces.
+    config = config or KernelConfig()
     start: StartMode = "fork" if fork_unavailable(config) is None else "launch"
-    async with KernelPool(size, config, reset="lazy", start=start) as pool:
+    return KernelPool(size, config, reset="lazy", start=start)
+
+
+@asynccontextmanager
+async def local_pool(env: Environment, agent: Agent[Any, Any], size: int) -> AsyncIterator[KernelPool]:
+    async with episode_pool(kernel_config_for(env, agent), size) as pool:
         yield pool
 
 

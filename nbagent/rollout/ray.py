@@ -32,7 +32,7 @@ from nbagent.rollout.episode import (
     resolve_environment,
     run_episode,
 )
-from nbagent.rollout.local import pool_size
+from nbagent.rollout.local import episode_pool, pool_size
 from nbagent.rollout.plan import EpisodeJob, RolloutError
 from nbagent.trajectory import ModelInfo, Termination, Trajectory
 
@@ -63,9 +63,7 @@ class EpisodeWorker:
     async def _ensure_pool(self) -> KernelPool:
         async with self._lock:
             if self._pool is None:
-                from nbagent.kernel import KernelPool
-
-                pool = KernelPool(self.pool_size, kernel_config_for(self.env, self.agent), reset="lazy")
+                pool = episode_pool(kernel_config_for(self.env, self.agent), self.pool_size)
                 await pool.start()
                 self._pool = pool
             return self._pool

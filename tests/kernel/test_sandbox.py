@@ -59,12 +59,13 @@ def test_a_python_under_tmp_stays_visible_in_the_sandbox(
     """The sandbox's /tmp is empty; a virtualenv in /tmp (a CI checkout, say) is bound back read-only."""
     import sys
 
-    from nbagent.kernel.launch import _sandbox_args
+    from nbagent.kernel.launch import launch_plan
 
     venv = (tmp_path / ".venv").resolve()
     monkeypatch.setattr(sys, "prefix", str(venv))
     monkeypatch.setattr(sys, "exec_prefix", str(venv))
-    args = _sandbox_args(KernelConfig(sandbox=True), tmp_path / "ws", tmp_path / "state")
+    plan = launch_plan(KernelConfig(sandbox=True), workspace=tmp_path / "ws", state_dir=tmp_path / "state")
+    args = plan.argv
     tmpfs = args.index("/tmp", args.index("--tmpfs"))
     bind = args.index(str(venv))
     assert args[bind - 1 : bind + 2] == ["--ro-bind", str(venv), str(venv)]
