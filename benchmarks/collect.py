@@ -4,8 +4,9 @@ A fake OpenAI-compatible server (tests/fixtures/fake_openai.py, its own process,
 every call after a fixed latency (200 ms by default) with a scripted 3-step episode: compute in the
 kernel, print again, submit from the kernel. With zero overhead, C episodes in flight finish
 ``C / (steps * latency)`` episodes per second: that ideal is printed next to the measured rate
-(steady state: the completions after the first C, so the kernel pool's start-up is reported apart),
-with their ratio. Memory: the RSS and PSS (shared pages split between the processes sharing them)
+(episodes over the time from the first kernel lease to the last result, so the kernel pool's
+start-up is reported apart; use a whole number of waves, ``--per-level``), with their ratio.
+Memory: the RSS and PSS (shared pages split between the processes sharing them)
 of every process the collection started (kernels, their template, bwrap), read once all episodes are
 in flight, and the machine's peak used memory above what it used before the level. CPU per episode
 (this process, its kernels, the fake server) is measured between the first and the last result;
@@ -147,6 +148,7 @@ async def run_level(
     baseline = used_memory_mib()
     peak_used = 0.0
     acquired: list[float] = []
+    first_lease: list[float] = []
 
     def on_result(traj: Trajectory) -> None:
         finished.append(time.monotonic())
@@ -173,7 +175,8 @@ async def run_level(
         class Timed:
             async def __aenter__(self) -> Any:
                 kernel = await inner.__aenter__()
-                acquired.append(time.monotonic() - asked)
+                first_lease.append(time.monotonic())
+                acquired.append(first_lease[-1] - asked)
                 return kernel
 
             async def __aexit__(self, *exc: Any) -> Any:
@@ -203,14 +206,11 @@ async def run_level(
     bad = sum(
         1 for t in trajs if t.termination is not Termination.SUBMITTED or not t.reward or t.reward.total != 1
     )
-    skip = min(concurrency, len(finished) - 1)
-    steady = (
-        (len(finished) - skip - 1) / (finished[-1] - finished[skip]) if finished[-1] > finished[skip] else 0.0
-    )
     between = max(1, len(finished) - 1)
     host, kernels, fake = ((b - a) * 1000 / between for a, b in zip(cpu[0], cpu[-1], strict=True))
     waits = sorted(acquired)
     return {
+        "throughput_eps": len(finished) / max(1e-9, finished[-1] - min(first_lease)),
         "start": start,
         "acquire_ms": (1000 * waits[len(waits) // 2], 1000 * waits[int(len(waits) * 0.99)]),
         "memory": memory,
@@ -220,7 +220,6 @@ async def run_level(
         "not_solved": bad,
         "wall_s": wall,
         "first_result_s": finished[0] - started,
-        "steady_eps": steady,
         "episode_s_median": statistics.median(t.wall_s for t in trajs),
         "cpu_ms": {"host": host, "kernels": kernels, "server": fake},
     }
@@ -267,7 +266,8 @@ def main() -> None:
         bound = cores * 1000 / max(1e-9, cpu["host"] + cpu["kernels"] + cpu["server"])
         print(
             f"| {r['concurrency']} | {r['start']} | {r['episodes']} | {r['first_result_s']:.1f} | "
-            f"{r['steady_eps']:.2f} | {r['ideal_eps']:.2f} | {r['steady_eps'] / r['ideal_eps']:.0%} | "
+            f"{r['throughput_eps']:.2f} | {r['ideal_eps']:.2f} | "
+            f"{r['throughput_eps'] / r['ideal_eps']:.0%} | "
             f"{r['episode_s_median']:.2f} | {mem['processes']:.0f} | {mem['rss']:.0f} | {mem['pss']:.0f} | "
             f"{mem['pss'] / r['concurrency']:.1f} | {r['peak_used_mib']:.0f} | "
             f"{r['acquire_ms'][0]:.1f} / {r['acquire_ms'][1]:.1f} | {cpu['host']:.1f} | "
@@ -276,9 +276,7 @@ def main() -> None:
     failed = sum(r["not_solved"] for r in rows)
     print(f"\nepisodes not solved (should be 0): {failed}")
     print("CPU-bound eps/s = cores / CPU ms per episode (host + kernels + server). PSS per episode: the")
-    print(
-        "kernels' PSS over the concurrency (the pool holds a quarter more kernels than episodes in flight)."
-    )
+    print("PSS of every process the collection started (kernels, template, bwrap) over the concurrency.")
     print("machine +MiB: peak used memory of the machine above its use before the level (host included).")
 
 
