@@ -33,7 +33,7 @@ from nbagent.errors import ConfigError, KernelError
 from nbagent.kernel.boot import BOOT_MODULE
 from nbagent.kernel.config import KernelConfig
 from nbagent.kernel.env_vars import kernel_environment
-from nbagent.kernel.launch import KERNEL_FLAGS, bwrap_unusable, rlimits, template_plan
+from nbagent.kernel.launch import KERNEL_FLAGS, bwrap_unusable, python_under_tmpfs, rlimits, template_plan
 from nbagent.kernel.process import describe_exit, file_tail, log_tail
 
 log = logging.getLogger("nbagent.kernel")
@@ -105,6 +105,7 @@ class ForkServer:
             "network": self.config.allow_network or not self.config.sandbox,
             "sandbox": self.config.sandbox,
             "hide": [str(folder) for folder in folders],
+            "keep": [str(path) for path in python_under_tmpfs()],
             "boot": str(_INKERNEL),
             "boot_name": BOOT_MODULE,
             "preload": list(self.preload),

@@ -15,7 +15,8 @@ One JSON object per line. From the host on stdin: ``{"spawn": ID, "connection_fi
 ``{"spawned": ID, "pid": PID}`` or ``{"spawned": ID, "error": TEXT}``, and ``{"exited": PID,
 "returncode": CODE}`` (negative: killed by that signal). SETTINGS (JSON): ``limits`` (resource limit
 name to value), ``network`` (keep the template's network), ``hide`` (folders whose other kernels'
-contents are hidden), ``boot`` and ``boot_name`` (the kernel-side module to preload, and its name),
+contents are hidden), ``keep`` (folders of the host's Python to show through those covers),
+``boot`` and ``boot_name`` (the kernel-side module to preload, and its name),
 ``preload`` (more modules to import) and ``kernel_flags`` (ipykernel's options).
 """
 
@@ -107,7 +108,9 @@ def _isolate(request: dict[str, Any], settings: dict[str, Any]) -> None:
     for folder in settings["hide"]:
         if os.path.isdir(folder) and not any(folder.startswith(top + "/") for top in covered):
             covered.append(folder)
-    hidden = [path for path in own if any(path == top or path.startswith(top + "/") for top in covered)]
+    # Its own folders, and the host's Python where it lives under /tmp, come back over the covers.
+    shown = own + [path for path in settings["keep"] if path not in own]
+    hidden = [path for path in shown if any(path == top or path.startswith(top + "/") for top in covered)]
     copies = [_detached_copy(path) for path in hidden]
     for folder in covered:
         mode = "1777" if folder in ("/tmp", "/dev/shm") else "0755"

@@ -169,7 +169,7 @@ def rlimits(config: KernelConfig) -> dict[str, int]:
 _SANDBOX_TMPFS = (Path("/tmp"), Path("/dev/shm"))
 
 
-def _python_under_tmpfs() -> list[Path]:
+def python_under_tmpfs() -> list[Path]:
     """The host Python's folders (a virtualenv in /tmp, say) that the sandbox's empty /tmp would hide."""
     found: list[Path] = []
     candidates = (
@@ -185,9 +185,11 @@ def _python_under_tmpfs() -> list[Path]:
     return found
 
 
-def _sandbox_args(config: KernelConfig, folders: list[Path], proc: tuple[str, ...]) -> list[str]:
+def _sandbox_args(
+    config: KernelConfig, folders: list[Path], proc: tuple[str, ...], read_only: tuple[Path, ...] = ()
+) -> list[str]:
     args = [bwrap_executable(), *_BWRAP_SANDBOX, *proc]
-    for path in _python_under_tmpfs():
+    for path in [*python_under_tmpfs(), *read_only]:
         args += ["--ro-bind", str(path), str(path)]
     if not config.allow_network:
         args.append("--unshare-net")
@@ -196,13 +198,15 @@ def _sandbox_args(config: KernelConfig, folders: list[Path], proc: tuple[str, ..
     return args
 
 
-def _bwrap_args(config: KernelConfig, folders: list[Path], cwd: Path, *, template: bool) -> list[str] | None:
+def _bwrap_args(
+    config: KernelConfig, folders: list[Path], cwd: Path, *, template: bool, read_only: tuple[Path, ...] = ()
+) -> list[str] | None:
     """The bwrap part of the command (ending with ``--``), or None when the kernel runs without it."""
     proc = _TEMPLATE_PROC if template else _OWN_PROC
     if template and os.getuid() == 0:
         proc = (*proc, "--unshare-user", "--uid", str(_TEMPLATE_UID), "--gid", str(_TEMPLATE_UID))
     if config.sandbox:
-        return [*_sandbox_args(config, folders, proc), "--chdir", str(cwd), "--"]
+        return [*_sandbox_args(config, folders, proc, read_only), "--chdir", str(cwd), "--"]
     if template or _private_processes(config):
         return [bwrap_executable(), *_BWRAP_PRIVATE_PROCESSES, *proc, "--chdir", str(cwd), "--"]
     return None
@@ -231,7 +235,8 @@ def template_plan(
 ) -> LaunchPlan:
     """The command of a fork server's template for kernels of `config` (always under bwrap; its
     forks set their own limits, so the template has none)."""
-    bwrap = _bwrap_args(config, folders, folders[0], template=True)
+    # The script's folder (nbagent's own, maybe in a checkout under /tmp) is shown read-only.
+    bwrap = _bwrap_args(config, folders, folders[0], template=True, read_only=(script.parent.resolve(),))
     assert bwrap is not None
     return LaunchPlan(
         argv=[*_launcher({}), *bwrap, sys.executable, "-P", str(script), json.dumps(settings)],

@@ -120,6 +120,15 @@ async def test_limits_and_timeouts_hold_in_forked_kernels() -> None:
         assert "CPU-time limit" in (burn.note or "")
 
 
+async def test_forked_kernels_import_what_the_template_did_not() -> None:
+    """The host's Python stays importable (bound back when it lives under the covered /tmp)."""
+    async with KernelPool(1, KernelConfig(sandbox=True), start="fork") as pool, pool.lease() as kernel:
+        code = (
+            "import sys, psutil, decimal\n(psutil.__file__.startswith(sys.prefix), str(decimal.Decimal(1)))"
+        )
+        assert _value(await kernel.execute(code)) == (True, "1")
+
+
 def test_forking_needs_namespaces() -> None:
     with pytest.raises(ConfigError, match="private_processes=False"):
         ForkServer(KernelConfig(private_processes=False))
