@@ -32,7 +32,7 @@ from jupyter_client.connect import write_connection_file
 from nbagent.errors import ConfigError, KernelError
 from nbagent.kernel.boot import BOOT_MODULE
 from nbagent.kernel.config import KernelConfig
-from nbagent.kernel.env_vars import kernel_environment
+from nbagent.kernel.env_vars import kernel_environment, kernel_process_environment
 from nbagent.kernel.launch import KERNEL_FLAGS, bwrap_unusable, python_under_tmpfs, rlimits, template_plan
 from nbagent.kernel.process import describe_exit, file_tail, log_tail
 
@@ -114,8 +114,9 @@ class ForkServer:
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
         plan = template_plan(self.config, script=_FORKSERVER, settings=settings, folders=folders)
-        env = kernel_environment(self.config.env, home=self.root, state_dir=self.root)
-        env.update(plan.env_overrides)
+        env = kernel_environment(
+            self.config.env, home=self.root, state_dir=self.root, sandbox=self.config.sandbox
+        )
         with (self.root / "template.log").open("wb") as stderr:
             try:
                 process = await asyncio.create_subprocess_exec(
@@ -305,12 +306,7 @@ class ForkedProcess:
             hb_port=4,
             control_port=5,
         )
-        home = state_dir / "home" if config.sandbox else Path.home()
-        env = kernel_environment(config.env, home=home, state_dir=state_dir)
-        if config.sandbox:
-            env["TMPDIR"] = "/tmp"
-        for directory in (state_dir / "ipython", state_dir / "matplotlib", home):
-            directory.mkdir(parents=True, exist_ok=True)
+        env = kernel_process_environment(config, state_dir)
         self._pid = await self.server.spawn(
             connection_file=connection_file, state_dir=state_dir, workspace=workspace, env=env
         )

@@ -86,8 +86,6 @@ class LaunchPlan:
     """The kernel spec's argv (contains ``{connection_file}``)."""
     interrupt_mode: str
     """``signal`` (SIGINT to the process group) or ``message`` (interrupt_request, for the sandbox)."""
-    env_overrides: dict[str, str]
-    """Variables the sandbox needs set inside it."""
     wrapped: bool
     """Whether the kernel runs under bwrap (which reports a signal death as exit status 128 + signal)."""
 
@@ -225,7 +223,6 @@ def launch_plan(config: KernelConfig, *, workspace: Path, state_dir: Path) -> La
         argv=[*_launcher(rlimits(config)), *(bwrap or []), *kernel],
         # A signal to bwrap would kill it: ipykernel interrupts itself on an interrupt_request.
         interrupt_mode="signal" if bwrap is None else "message",
-        env_overrides={"TMPDIR": "/tmp"} if config.sandbox else {},
         wrapped=bwrap is not None,
     )
 
@@ -241,6 +238,5 @@ def template_plan(
     return LaunchPlan(
         argv=[*_launcher({}), *bwrap, sys.executable, "-P", str(script), json.dumps(settings)],
         interrupt_mode="message",
-        env_overrides={"TMPDIR": "/tmp"} if config.sandbox else {},
         wrapped=True,
     )

@@ -20,7 +20,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from nbagent.errors import KernelError
 from nbagent.kernel.config import KernelConfig
-from nbagent.kernel.env_vars import kernel_environment
+from nbagent.kernel.env_vars import kernel_process_environment
 from nbagent.kernel.launch import launch_plan
 
 log = logging.getLogger("nbagent.kernel")
@@ -161,11 +161,6 @@ class KernelProcess:
         spec = KernelSpec(
             argv=plan.argv, display_name="nbagent", language="python", interrupt_mode=plan.interrupt_mode
         )
-        home = state_dir / "home" if config.sandbox else Path.home()
-        env = kernel_environment(config.env, home=home, state_dir=state_dir)
-        env.update(plan.env_overrides)
-        for directory in (state_dir / "ipython", state_dir / "matplotlib", home):
-            directory.mkdir(parents=True, exist_ok=True)
         km = AsyncKernelManager(
             kernel_spec_manager=_SingleSpec(spec),
             kernel_name="nbagent",
@@ -176,7 +171,7 @@ class KernelProcess:
         with (state_dir / "kernel.log").open("wb") as stderr:
             try:
                 await km.start_kernel(
-                    env=env,
+                    env=kernel_process_environment(config, state_dir),
                     cwd=str(workspace),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nbagent.kernel.env_vars import kernel_environment
+from nbagent.kernel import KernelConfig
+from nbagent.kernel.env_vars import kernel_environment, kernel_process_environment
 
 
 def test_only_allowlisted_host_variables_pass(tmp_path: Path) -> None:
@@ -40,3 +41,10 @@ def test_explicit_extra_wins(tmp_path: Path) -> None:
     env = kernel_environment({"PATH": "/opt/bin", "HOME": "/x"}, home=tmp_path, state_dir=tmp_path, host={})
     assert env["PATH"] == "/opt/bin"
     assert env["HOME"] == "/x"
+
+
+def test_a_sandboxed_kernel_gets_its_own_home_and_tmp(tmp_path: Path) -> None:
+    env = kernel_process_environment(KernelConfig(sandbox=True, env={"TMPDIR": "/x"}), tmp_path)
+    assert env["HOME"] == str(tmp_path / "home")
+    assert env["TMPDIR"] == "/tmp"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["home", "ipython", "matplotlib"]
