@@ -96,8 +96,7 @@ class Kernel:
         """Kill and restart the kernel process: every variable is gone, the startup code runs again."""
         async with self._lock:
             self._require_started()
-            await self._process.stop()
-            await self._launch()
+            await self._relaunch()
 
     async def reset(self, *, lazy: bool = False, fresh: bool = False) -> None:
         """Give the next user a clean kernel: clear the namespace, go back to the workspace, run the
@@ -115,8 +114,7 @@ class Kernel:
             if self._owns_workspace:
                 _empty_directory(self.workspace)
             if fresh:
-                await self._process.stop()
-                await self._launch()
+                await self._relaunch()
                 return
             if lazy and not self.config.startup_code and not self._abandoned and self.alive:
                 self._reset_pending = True
@@ -179,6 +177,11 @@ class Kernel:
         except BaseException:
             await self._process.stop()
             raise
+
+    async def _relaunch(self) -> None:
+        """Replace the process with a new one (see `_launch`)."""
+        await self._process.stop()
+        await self._launch()
 
     async def _run_setup(self, before: str = "") -> None:
         """nbagent's own set-up, after `before` in the same cell (one round trip), then the startup code."""
@@ -260,9 +263,8 @@ class Kernel:
             if self._abandoned
             else f"The kernel had died ({self._death_cause()})"
         )
-        await self._process.stop()
         try:
-            await self._launch()
+            await self._relaunch()
         except KernelError as exc:
             raise KernelError(f"{before}, and restarting it failed: {exc}") from exc
         return f"{before}, so the kernel was restarted before this cell: earlier variables are gone."
