@@ -32,6 +32,11 @@ def kernel_module_code(name: str, source: str) -> str:
     return f"exec({loader!r}, {{'SOURCE': {source!r}}})\n"
 
 
+def import_code(module: str) -> str:
+    """Kernel code that imports `module` (a dotted name) and leaves no names in the user namespace."""
+    return f"exec({f'import {module}'!r}, {{}})\n"
+
+
 @functools.cache
 def boot_module_code() -> str:
     """Kernel code that loads `BOOT_MODULE` from the source of `nbagent.kernel.inkernel`."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import keyword
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class KernelConfig(BaseModel):
@@ -36,9 +37,22 @@ class KernelConfig(BaseModel):
     """Extra environment variables for the kernel. The host's environment is not passed through."""
     startup_code: list[str] = Field(default_factory=list)
     """Cells run after every start, restart and reset (imports, helpers). A failure raises KernelError."""
+    preload: tuple[str, ...] = ()
+    """Modules (dotted names) imported before any kernel code: by the template of forked kernels, so
+    that their memory is shared copy-on-write, and at every (re)start of a launched kernel, so that both
+    behave alike. They stay out of the user namespace (``import`` them to use them). A module that
+    fails to import makes the start fail with a `KernelError` naming it."""
     grace_s: float = Field(default=3.0, ge=0)
     """After a timeout, how long the interrupted kernel has to come back before it is restarted."""
     start_timeout_s: float = Field(default=60.0, gt=0)
     """How long a kernel may take to start and answer."""
     max_output_chars: int = Field(default=2_000_000, ge=1000)
     """Characters of output kept per cell (head and tail halves); the middle of a flood is dropped."""
+
+    @field_validator("preload")
+    @classmethod
+    def _module_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not all(part.isidentifier() and not keyword.iskeyword(part) for part in name.split(".")):
+                raise ValueError(f"{name!r} is not a module name (such as 'numpy' or 'xml.dom')")
+        return names

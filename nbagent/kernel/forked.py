@@ -54,19 +54,18 @@ def fork_unavailable(config: KernelConfig) -> str | None:
 
 
 class ForkServer:
-    """The template process that forks every kernel of one `KernelConfig`.
+    """The template process that forks every kernel of one `KernelConfig` (its `preload` imported).
 
     Start it with `start` (or let the first `spawn` do it); `aclose` ends it, and every kernel it
     forked with it. If the template dies, the next `spawn` starts a new one. Kernels' folders live in
     `root` (or, for a configured workspace, under it), which the template's sandbox can reach.
     """
 
-    def __init__(self, config: KernelConfig, *, preload: tuple[str, ...] = ()) -> None:
+    def __init__(self, config: KernelConfig) -> None:
         reason = fork_unavailable(config)
         if reason is not None:
             raise ConfigError(f"kernels cannot be forked from a template here: {reason}")
         self.config = config
-        self.preload = preload
         self.root = Path(tempfile.mkdtemp(prefix="nbagent-forks-"))
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -108,7 +107,7 @@ class ForkServer:
             "keep": [str(path) for path in python_under_tmpfs()],
             "boot": str(_INKERNEL),
             "boot_name": BOOT_MODULE,
-            "preload": list(self.preload),
+            "preload": list(self.config.preload),
             "kernel_flags": list(KERNEL_FLAGS),
         }
         for folder in folders:
@@ -141,8 +140,10 @@ class ForkServer:
             first = b""
         if json.loads(first or b"{}").get("ready") is not True:
             await self._stop_process()
-            tail = file_tail(self.root / "template.log")
-            raise KernelError(f"the kernel template did not start. Its log ends with:\n{tail or '(empty)'}")
+            tail = file_tail(self.root / "template.log") or "(empty)"
+            names = ", ".join(self.config.preload)
+            preload = f" (it imports KernelConfig.preload: {names})" if names else ""
+            raise KernelError(f"the kernel template did not start{preload}. Its log ends with:\n{tail}")
         self._reader = asyncio.get_running_loop().create_task(self._read(process))
 
     async def _read(self, process: asyncio.subprocess.Process) -> None:

@@ -17,7 +17,14 @@ from pathlib import Path
 from types import TracebackType
 
 from nbagent.errors import KernelError
-from nbagent.kernel.boot import BOOT_MODULE, INSTALL_CODE, boot_module_code, kernel_module_code, reset_code
+from nbagent.kernel.boot import (
+    BOOT_MODULE,
+    INSTALL_CODE,
+    boot_module_code,
+    import_code,
+    kernel_module_code,
+    reset_code,
+)
 from nbagent.kernel.cell import CellEnd, CellRun, cell_result, follow, join_notes
 from nbagent.kernel.config import KernelConfig
 from nbagent.kernel.forked import ForkedProcess, ForkServer
@@ -173,6 +180,12 @@ class Kernel:
             self._reset_pending = False
             await self._process.launch(self.config, workspace=self._workspace, state_dir=self._state_dir)
             self._abandoned = False
+            imported = () if self._forks is None else self._forks.config.preload  # by the template
+            for module in self.config.preload:
+                if module not in imported:
+                    await self._run_internal(
+                        import_code(module), f"importing {module!r} (KernelConfig.preload)"
+                    )
             await self._run_setup()
         except BaseException:
             await self._process.stop()

@@ -14,9 +14,10 @@ from typing import Literal
 
 import psutil
 import pytest
+from pydantic import ValidationError
 
 from nbagent.errors import KernelError
-from nbagent.kernel import KernelConfig, KernelPool
+from nbagent.kernel import KernelConfig, KernelPool, launch
 from nbagent.trajectory import CellResult, CellStatus, ErrorOutput, ExecuteResult, StreamOutput
 from tests.fixtures.kernels import wait_for_file
 
@@ -134,6 +135,33 @@ def test_bad_pool_arguments_are_refused() -> None:
         KernelPool(0)
     with pytest.raises(ValueError, match="reset"):
         KernelPool(1, reset="wipe")  # type: ignore[arg-type]
+
+
+_FORKING = pytest.mark.skipif(launch.bwrap_unusable() is not None, reason=str(launch.bwrap_unusable()))
+_SEEN = (
+    "import sys\n[name in sys.modules for name in ('yaml', 'xml.dom.minidom', 'xml.sax')], 'yaml' in dir()"
+)
+
+
+@pytest.mark.parametrize("start", ["launch", pytest.param("fork", marks=_FORKING)])
+async def test_preloaded_modules_are_imported_before_the_first_cell(start: Literal["launch", "fork"]) -> None:
+    config = KernelConfig(preload=("yaml", "xml.dom.minidom"))
+    async with KernelPool(1, config, reset="restart", start=start) as pool:
+        for _ in range(2):  # a new process each lease
+            async with pool.lease() as kernel:
+                seen = await kernel.execute(_SEEN)
+                assert isinstance(seen.outputs[0], ExecuteResult), seen
+                assert seen.outputs[0].data == {"text/plain": "([True, True, False], False)"}
+    with pytest.raises(KernelError, match=r"(?s)KernelConfig\.preload.*No module named 'xml\.nosuch'"):
+        async with KernelPool(1, KernelConfig(preload=("json", "xml.nosuch")), start=start):
+            pass
+
+
+def test_preload_takes_module_names_only() -> None:
+    assert KernelConfig(preload=["xml.dom"]).preload == ("xml.dom",)
+    for bad in ("", "xml..dom", "numpy; import os", "class"):
+        with pytest.raises(ValidationError, match="is not a module name"):
+            KernelConfig(preload=(bad,))
 
 
 _HOST = """
