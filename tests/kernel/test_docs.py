@@ -12,15 +12,22 @@ from pathlib import Path
 
 import pytest
 
+from nbagent.kernel import launch
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "kernel.md"
 _BLOCK = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
 _EXPECTED = re.compile(r"^\s*print\(.*\)\s+# (.+)$", re.MULTILINE)
+_FORKING = pytest.mark.skipif(launch.bwrap_unusable() is not None, reason=str(launch.bwrap_unusable()))
 
 
 def _blocks() -> list[object]:
     text = DOC.read_text(encoding="utf-8")
     return [
-        pytest.param(m.group(1), id=f"kernel.md:{text.count(chr(10), 0, m.start()) + 1}")
+        pytest.param(
+            m.group(1),
+            id=f"kernel.md:{text.count(chr(10), 0, m.start()) + 1}",
+            marks=[_FORKING] if 'start="fork"' in m.group(1) else [],
+        )
         for m in _BLOCK.finditer(text)
     ]
 
