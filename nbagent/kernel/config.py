@@ -42,6 +42,13 @@ class KernelConfig(BaseModel):
     that their memory is shared copy-on-write, and at every (re)start of a launched kernel, so that both
     behave alike. They stay out of the user namespace (``import`` them to use them). A module that
     fails to import makes the start fail with a `KernelError` naming it."""
+    merge_memory: bool = False
+    """Let Linux merge the kernel's memory pages that are identical to another kernel's (KSM, Linux
+    6.4+). Forked kernels dirty mostly the same pages of their template, so merging cuts their memory
+    several times over, at the CPU cost of the kernel's scanning thread ``ksmd``. Needs KSM running
+    (as root: ``echo 1 > /sys/kernel/mm/ksm/run``; a warning says when it is not). Off by default:
+    merged pages let a kernel learn, by timing its writes, whether another kernel holds a page with
+    the same contents."""
     grace_s: float = Field(default=3.0, ge=0)
     """After a timeout, how long the interrupted kernel has to come back before it is restarted."""
     start_timeout_s: float = Field(default=60.0, gt=0)

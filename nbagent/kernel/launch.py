@@ -14,6 +14,7 @@ keeps a kernel run by root from unmounting its /proc or remounting the read-only
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import os
@@ -36,6 +37,8 @@ if sys.platform.startswith("linux"):
     ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG = SIGKILL
     if os.getppid() != spec["parent"]:
         os._exit(70)  # the host already died
+    if spec["merge"]:
+        ctypes.CDLL(None).prctl(67, 1, 0, 0, 0)  # PR_SET_MEMORY_MERGE, kept through exec
 for name, limit in spec["limits"].items():
     resource.setrlimit(getattr(resource, name), (limit, limit))
 os.execv(argv[0], argv)
@@ -164,6 +167,40 @@ def rlimits(config: KernelConfig) -> dict[str, int]:
     return limits
 
 
+_PR_GET_MEMORY_MERGE = 68
+_KSM_RUN = Path("/sys/kernel/mm/ksm/run")
+
+
+def merge_memory(config: KernelConfig) -> bool:
+    """Whether `config`'s kernels mark their memory mergeable; `ConfigError` where Linux cannot, and a
+    warning (once) while KSM does not run."""
+    if not config.merge_memory:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not sys.platform.startswith("linux") or libc.prctl(_PR_GET_MEMORY_MERGE, 0, 0, 0, 0) < 0:
+        raise ConfigError(
+            f"KernelConfig.merge_memory needs Linux 6.4 or later (PR_SET_MEMORY_MERGE); this is "
+            f"{sys.platform} {os.uname().release}; leave merge_memory off"
+        )
+    try:
+        running = _KSM_RUN.read_text().strip() == "1"
+    except OSError:
+        running = False
+    if not running:
+        _warn_ksm_off()
+    return True
+
+
+@functools.cache
+def _warn_ksm_off() -> None:
+    warnings.warn(
+        f"KernelConfig.merge_memory: KSM is not running on this machine ({_KSM_RUN} is not 1), so no "
+        f"memory is merged; as root: echo 1 > {_KSM_RUN}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 _SANDBOX_TMPFS = (Path("/tmp"), Path("/dev/shm"))
 
 
@@ -210,8 +247,8 @@ def _bwrap_args(
     return None
 
 
-def _launcher(limits: dict[str, int]) -> list[str]:
-    spec = {"parent": os.getpid(), "limits": limits}
+def _launcher(limits: dict[str, int], merge: bool) -> list[str]:
+    spec = {"parent": os.getpid(), "limits": limits, "merge": merge}
     return [sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(spec), "--"]
 
 
@@ -220,7 +257,7 @@ def launch_plan(config: KernelConfig, *, workspace: Path, state_dir: Path) -> La
     bwrap = _bwrap_args(config, [workspace, state_dir], workspace, template=False)
     kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", *KERNEL_FLAGS]
     return LaunchPlan(
-        argv=[*_launcher(rlimits(config)), *(bwrap or []), *kernel],
+        argv=[*_launcher(rlimits(config), merge_memory(config)), *(bwrap or []), *kernel],
         # A signal to bwrap would kill it: ipykernel interrupts itself on an interrupt_request.
         interrupt_mode="signal" if bwrap is None else "message",
         wrapped=bwrap is not None,
@@ -236,7 +273,14 @@ def template_plan(
     bwrap = _bwrap_args(config, folders, folders[0], template=True, read_only=(script.parent.resolve(),))
     assert bwrap is not None
     return LaunchPlan(
-        argv=[*_launcher({}), *bwrap, sys.executable, "-P", str(script), json.dumps(settings)],
+        argv=[
+            *_launcher({}, merge_memory(config)),
+            *bwrap,
+            sys.executable,
+            "-P",
+            str(script),
+            json.dumps(settings),
+        ],
         interrupt_mode="message",
         wrapped=True,
     )

@@ -5,9 +5,11 @@ and the limits still hold."""
 from __future__ import annotations
 
 import ast
+import ctypes
 import os
 import signal
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,3 +134,30 @@ async def test_forked_kernels_import_what_the_template_did_not() -> None:
 def test_forking_needs_namespaces() -> None:
     with pytest.raises(ConfigError, match="private_processes=False"):
         ForkServer(KernelConfig(private_processes=False))
+
+
+_MERGEABLE = "import ctypes\nctypes.CDLL(None).prctl(68, 0, 0, 0, 0)  # PR_GET_MEMORY_MERGE"
+
+
+@pytest.mark.parametrize("start", ["launch", "fork"])
+@pytest.mark.filterwarnings("ignore:KernelConfig.merge_memory:RuntimeWarning")
+async def test_merge_memory_marks_the_kernel_process_mergeable(start: Any) -> None:
+    """The flag reaches the kernel process itself (through exec for launched kernels, through the
+    template's forks for forked ones), and only when asked for."""
+    if ctypes.CDLL(None).prctl(68, 0, 0, 0, 0) < 0:
+        pytest.skip("this Linux has no PR_SET_MEMORY_MERGE (6.4+)")
+    for merge, expected in ((True, 1), (False, 0)):
+        config = KernelConfig(sandbox=True, merge_memory=merge)
+        async with KernelPool(1, config, start=start) as pool, pool.lease() as kernel:
+            assert _value(await kernel.execute(_MERGEABLE)) == expected
+
+
+def test_merge_memory_warns_while_ksm_does_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if ctypes.CDLL(None).prctl(68, 0, 0, 0, 0) < 0:
+        pytest.skip("this Linux has no PR_SET_MEMORY_MERGE (6.4+)")
+    (tmp_path / "run").write_text("0\n")
+    monkeypatch.setattr(launch, "_KSM_RUN", tmp_path / "run")
+    launch._warn_ksm_off.cache_clear()
+    with pytest.warns(RuntimeWarning, match="echo 1 > "):
+        assert launch.merge_memory(KernelConfig(merge_memory=True))
+    assert not launch.merge_memory(KernelConfig())
