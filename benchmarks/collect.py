@@ -8,10 +8,12 @@ kernel, print again, submit from the kernel. With zero overhead, C episodes in f
 start-up is reported apart; use a whole number of waves, ``--per-level``), with their ratio.
 Memory: the RSS and PSS (shared pages split between the processes sharing them)
 of every process the collection started (kernels, their template, bwrap), read once all episodes are
-in flight, and the machine's peak used memory above what it used before the level. CPU per episode
-(this process, its kernels, the fake server) is measured between the first and the last result;
-"CPU-bound eps/s" is the best rate the machine's cores allow at that cost. Each level runs with
-launched kernels (the baseline) and forked ones (``--start``), in the same run.
+in flight and again at the last result, and the machine's peak used memory above what it used before
+the level. CPU per episode (this process, its kernels, the fake server, and the kernel's same-page
+merging thread ksmd) is measured between the first and the last result; "CPU-bound eps/s" is the best
+rate the machine's cores allow at that cost. Each level runs with launched kernels (the baseline) and
+forked ones (``--start``), in the same run. Kernels are sandboxed, as ``nbagent collect`` runs them
+(``--no-sandbox``: not); ``--merge-memory`` sets `KernelConfig.merge_memory` (KSM must be running).
 
     .venv/bin/python benchmarks/collect.py                       # levels 1, 8, 32, 64
     .venv/bin/python benchmarks/collect.py --levels 64,256 --latency 2 --per-level 3
@@ -40,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nbagent.environments import SimpleEnvironment  # noqa: E402
-from nbagent.kernel import KernelPool  # noqa: E402
+from nbagent.kernel import KernelConfig, KernelPool  # noqa: E402
 from nbagent.models.openai import OpenAIModel  # noqa: E402
 from nbagent.rollout import agent_for_environment, collect  # noqa: E402
 from nbagent.trajectory import TaskSpec, Termination, Trajectory  # noqa: E402
@@ -125,14 +127,39 @@ def cpu_s(proc: psutil.Process) -> float:
     return float(times.user + times.system + times.children_user + times.children_system)
 
 
-def snapshot(server: psutil.Process) -> tuple[float, float, float]:
-    """CPU seconds used so far by this process, its kernels, and the fake server."""
+def ksmd() -> list[psutil.Process]:
+    """The kernel's same-page merging thread, where this kernel has one."""
+    return [proc for proc in psutil.process_iter(["name"]) if proc.info["name"] == "ksmd"]
+
+
+def ksm_state() -> str:
+    """Whether the kernel's same-page merging runs, and how fast it scans."""
+    folder = Path("/sys/kernel/mm/ksm")
+    if not folder.is_dir():
+        return "KSM: not in this kernel"
+    run, pages, sleep = (
+        (folder / name).read_text().strip() for name in ("run", "pages_to_scan", "sleep_millisecs")
+    )
+    return f"KSM: run={run}, pages_to_scan={pages}, sleep_millisecs={sleep}"
+
+
+def snapshot(server: psutil.Process) -> tuple[float, float, float, float]:
+    """CPU seconds used so far by this process, its kernels, the fake server and ksmd."""
     own = resource.getrusage(resource.RUSAGE_SELF)
-    return own.ru_utime + own.ru_stime, _sum(kernel_processes(server), cpu_s), cpu_s(server)
+    return (
+        own.ru_utime + own.ru_stime, _sum(kernel_processes(server), cpu_s), cpu_s(server),
+        _sum(ksmd(), cpu_s),
+    )  # fmt: skip
 
 
 async def run_level(
-    base_url: str, server: psutil.Process, concurrency: int, episodes: int, workdir: Path, start: str
+    base_url: str,
+    server: psutil.Process,
+    concurrency: int,
+    episodes: int,
+    workdir: Path,
+    start: str,
+    kernel_config: KernelConfig,
 ) -> dict[str, Any]:
     tasks = [
         TaskSpec(id=f"t{i:04d}", prompt=f"Task {i}: what is 6 * 7?", references=["42"])
@@ -140,11 +167,11 @@ async def run_level(
     ]
     env = SimpleEnvironment("bench", {"train": tasks}, lambda answer, task: str(answer) == "42")
     model = OpenAIModel("fake-model", base_url=base_url, max_retries=0)
-    agent = agent_for_environment(env, model, max_steps=5)
+    agent = agent_for_environment(env, model, max_steps=5, kernel_config=kernel_config)
     finished: list[float] = []
     trajs: list[Trajectory] = []
     memory: dict[str, float] = {}
-    cpu: list[tuple[float, float, float]] = []
+    cpu: list[tuple[float, float, float, float]] = []
     baseline = used_memory_mib()
     peak_used = 0.0
     acquired: list[float] = []
@@ -157,6 +184,9 @@ async def run_level(
             procs = kernel_processes(server)
             memory["rss"], memory["pss"] = memory_of(procs)
             memory["processes"] = len(procs)
+        if len(finished) == episodes:  # the kernels, still alive, after the whole run
+            memory["pss_end"] = memory_of(kernel_processes(server))[1]
+            memory["used_end"] = used_memory_mib() - baseline
         if len(finished) in (1, episodes):  # CPU between the first and the last result: no start-up
             cpu.append(snapshot(server))
 
@@ -192,7 +222,7 @@ async def run_level(
     out = workdir / f"level-{concurrency}-{start}.jsonl"
     started = time.monotonic()
     KernelPool.lease = timed_lease  # type: ignore[method-assign,assignment]
-    KernelPool.__init__ = init_with_start  # type: ignore[method-assign]
+    KernelPool.__init__ = init_with_start  # type: ignore[method-assign,assignment]
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(sample_memory)
@@ -207,7 +237,7 @@ async def run_level(
         1 for t in trajs if t.termination is not Termination.SUBMITTED or not t.reward or t.reward.total != 1
     )
     between = max(1, len(finished) - 1)
-    host, kernels, fake = ((b - a) * 1000 / between for a, b in zip(cpu[0], cpu[-1], strict=True))
+    host, kernels, fake, merging = ((b - a) * 1000 / between for a, b in zip(cpu[0], cpu[-1], strict=True))
     waits = sorted(acquired)
     return {
         "throughput_eps": len(finished) / max(1e-9, finished[-1] - min(first_lease)),
@@ -221,7 +251,7 @@ async def run_level(
         "wall_s": wall,
         "first_result_s": finished[0] - started,
         "episode_s_median": statistics.median(t.wall_s for t in trajs),
-        "cpu_ms": {"host": host, "kernels": kernels, "server": fake},
+        "cpu_ms": {"host": host, "kernels": kernels, "server": fake, "ksmd": merging},
     }
 
 
@@ -232,7 +262,10 @@ def main() -> None:
     parser.add_argument("--per-level", type=int, default=6, help="episodes per level = this x concurrency")
     parser.add_argument("--min-episodes", type=int, default=8)
     parser.add_argument("--start", default="launch,fork", help="kernel start modes to run, in order")
+    parser.add_argument("--no-sandbox", action="store_true", help="kernels outside the bubblewrap sandbox")
+    parser.add_argument("--merge-memory", action="store_true", help="KernelConfig.merge_memory (KSM)")
     args = parser.parse_args()
+    kernel_config = KernelConfig(sandbox=not args.no_sandbox, merge_memory=args.merge_memory)
     steps = len(SCRIPT)
     rows = []
     load_before = os.getloadavg()[0]
@@ -243,7 +276,9 @@ def main() -> None:
                 for start in args.start.split(","):
                     episodes = max(args.min_episodes, args.per_level * level)
                     proc = psutil.Process(server.pid)
-                    row = anyio.run(run_level, base_url, proc, level, episodes, Path(tmp), start)
+                    row = anyio.run(
+                        run_level, base_url, proc, level, episodes, Path(tmp), start, kernel_config
+                    )
                     row["ideal_eps"] = level / (steps * args.latency)
                     rows.append(row)
                     print(f"  done: concurrency {level}, {start}", file=sys.stderr, flush=True)
@@ -253,31 +288,34 @@ def main() -> None:
     cores = psutil.cpu_count() or 1
     print(f"\ncollect benchmark: {steps}-step episodes, {args.latency * 1000:.0f} ms per model call")
     print(f"{cores} cores, load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print(f"kernels: {kernel_config!r}; {ksm_state()}")
     print(f"ideal = concurrency / ({steps} x latency); CPU per episode between the first and last result\n")
     header = (
         "| concurrency | kernels | episodes | first result s | episodes/s | ideal | ratio | median episode s "
-        "| processes | RSS MiB | PSS MiB | PSS per episode | machine +MiB | acquire p50 / p99 ms "
-        "| CPU ms/ep host | kernels | server | CPU-bound eps/s |"
+        "| processes | RSS MiB | PSS MiB | PSS per episode | at end | machine +MiB | at end "
+        "| acquire p50 / p99 ms | CPU ms/ep host | kernels | server | ksmd | CPU-bound eps/s |"
     )
     print(header)
     print("|" + "---:|" * (header.count("|") - 1))
     for r in rows:
         cpu, mem = r["cpu_ms"], r["memory"]
-        bound = cores * 1000 / max(1e-9, cpu["host"] + cpu["kernels"] + cpu["server"])
+        bound = cores * 1000 / max(1e-9, sum(cpu.values()))
         print(
             f"| {r['concurrency']} | {r['start']} | {r['episodes']} | {r['first_result_s']:.1f} | "
             f"{r['throughput_eps']:.2f} | {r['ideal_eps']:.2f} | "
             f"{r['throughput_eps'] / r['ideal_eps']:.0%} | "
             f"{r['episode_s_median']:.2f} | {mem['processes']:.0f} | {mem['rss']:.0f} | {mem['pss']:.0f} | "
-            f"{mem['pss'] / r['concurrency']:.1f} | {r['peak_used_mib']:.0f} | "
+            f"{mem['pss'] / r['concurrency']:.1f} | {mem['pss_end'] / r['concurrency']:.1f} | "
+            f"{r['peak_used_mib']:.0f} | {mem['used_end']:.0f} | "
             f"{r['acquire_ms'][0]:.1f} / {r['acquire_ms'][1]:.1f} | {cpu['host']:.1f} | "
-            f"{cpu['kernels']:.1f} | {cpu['server']:.1f} | {bound:.1f} |"
+            f"{cpu['kernels']:.1f} | {cpu['server']:.1f} | {cpu['ksmd']:.1f} | {bound:.1f} |"
         )
     failed = sum(r["not_solved"] for r in rows)
     print(f"\nepisodes not solved (should be 0): {failed}")
-    print("CPU-bound eps/s = cores / CPU ms per episode (host + kernels + server). PSS per episode: the")
-    print("PSS of every process the collection started (kernels, template, bwrap) over the concurrency.")
-    print("machine +MiB: peak used memory of the machine above its use before the level (host included).")
+    print("CPU-bound eps/s = cores / CPU ms per episode (host + kernels + server + ksmd). PSS per episode:")
+    print("the PSS of every process the collection started (kernels, template, bwrap) over the concurrency,")
+    print("once all are in flight and at the last result. machine +MiB: peak used memory of the machine")
+    print("above its use before the level (host included), and the same at the last result.")
 
 
 if __name__ == "__main__":
