@@ -73,8 +73,10 @@ _BWRAP_SANDBOX = (
     "--unshare-ipc",
     "--unshare-uts",
 )  # fmt: skip
-KERNEL_FLAGS = ("--HistoryManager.enabled=False",)
-"""ipykernel options of every kernel, launched or forked."""
+KERNEL_FLAGS = ("--HistoryManager.enabled=False", "--Kernel._execute_sleep=0")
+"""ipykernel options of every kernel, launched or forked. ipykernel sleeps 0.5 ms before every
+execute_reply by default, against output reaching clients late; nbagent reads a cell's output until
+the kernel's idle status, which follows it on the same channel, so the sleep only delays it."""
 _NO_PRIVATE_PROCESSES = (
     "kernel code runs with the host user's rights and can read other processes' /proc/<pid>/environ, "
     "the API keys this program was started with included"
