@@ -4,16 +4,19 @@ A fake OpenAI-compatible server (tests/fixtures/fake_openai.py, its own process,
 every call after a fixed latency (200 ms by default) with a scripted 3-step episode: compute in the
 kernel, print again, submit from the kernel. With zero overhead, C episodes in flight finish
 ``C / (steps * latency)`` episodes per second: that ideal is printed next to the measured rate
-(episodes over the time from the first kernel lease to the last result, so the kernel pool's
+(episodes over the time from the first episode's start to the last result, so the kernel pool's
 start-up is reported apart; use a whole number of waves, ``--per-level``), with their ratio.
-Memory: the RSS and PSS (shared pages split between the processes sharing them)
-of every process the collection started (kernels, their template, bwrap), read once all episodes are
-in flight and again at the last result, and the machine's peak used memory above what it used before
-the level. CPU per episode (this process, its kernels, the fake server, and the kernel's same-page
-merging thread ksmd) is measured between the first and the last result; "CPU-bound eps/s" is the best
-rate the machine's cores allow at that cost. Each level runs with launched kernels (the baseline) and
-forked ones (``--start``), in the same run. Kernels are sandboxed, as ``nbagent collect`` runs them
-(``--no-sandbox``: not); ``--merge-memory`` sets `KernelConfig.merge_memory` (KSM must be running).
+``--ray-actors N`` runs the episodes on N actors of a local Ray instance instead of this process
+(the actors fork their kernels where bubblewrap works, whatever ``--start`` says). Memory: the RSS
+and PSS (shared pages split between the processes sharing them) of every process the level started
+(kernels, their template, bwrap; Ray's actors and services), read once all episodes are in flight
+and again at the last result, and the machine's peak used memory above what it used before the
+level. CPU per episode (this process; the level's other processes; the fake server; the kernel's
+same-page merging thread ksmd) is measured between the first and the last result; "CPU-bound eps/s"
+is the best rate the machine's cores allow at that cost. Each level runs with launched kernels (the
+baseline) and forked ones (``--start``), in the same run. Kernels are sandboxed, as ``nbagent
+collect`` runs them (``--no-sandbox``: not); ``--merge-memory`` sets `KernelConfig.merge_memory`
+(KSM must be running).
 
     .venv/bin/python benchmarks/collect.py                       # levels 1, 8, 32, 64
     .venv/bin/python benchmarks/collect.py --levels 64,256 --latency 2 --per-level 3
@@ -22,6 +25,7 @@ forked ones (``--start``), in the same run. Kernels are sandboxed, as ``nbagent 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -83,9 +87,11 @@ def start_server(latency: float, workdir: Path) -> tuple[subprocess.Popen[bytes]
     raise RuntimeError("the fake OpenAI server did not start")
 
 
-def kernel_processes(server: psutil.Process) -> list[psutil.Process]:
-    """Every process this one started for its kernels (all descendants but the fake server)."""
-    return [child for child in psutil.Process().children(recursive=True) if child.pid != server.pid]
+def kernel_processes(before: set[int], server: psutil.Process) -> list[psutil.Process]:
+    """Every process the level started (not running in `before`): kernels, their templates and bwrap,
+    and with Ray its actors and services. The fake server and this process are not counted."""
+    skip = before | {server.pid, os.getpid()}
+    return [proc for proc in psutil.process_iter() if proc.pid not in skip]
 
 
 def used_memory_mib() -> float:
@@ -143,13 +149,31 @@ def ksm_state() -> str:
     return f"KSM: run={run}, pages_to_scan={pages}, sleep_millisecs={sleep}"
 
 
-def snapshot(server: psutil.Process) -> tuple[float, float, float, float]:
-    """CPU seconds used so far by this process, its kernels, the fake server and ksmd."""
+def snapshot(before: set[int], server: psutil.Process) -> tuple[float, float, float, float]:
+    """CPU seconds used so far by this process, the level's other processes, the fake server and ksmd."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     return (
-        own.ru_utime + own.ru_stime, _sum(kernel_processes(server), cpu_s), cpu_s(server),
+        own.ru_utime + own.ru_stime, _sum(kernel_processes(before, server), cpu_s), cpu_s(server),
         _sum(ksmd(), cpu_s),
     )  # fmt: skip
+
+
+def is_42(answer: object, task: TaskSpec) -> bool:
+    return str(answer) == "42"
+
+
+def bench_env(episodes: int) -> SimpleEnvironment:
+    tasks = [
+        TaskSpec(id=f"t{i:04d}", prompt=f"Task {i}: what is 6 * 7?", references=["42"])
+        for i in range(episodes)
+    ]
+    return SimpleEnvironment("bench", {"train": tasks}, is_42)
+
+
+def bench_agent(env: SimpleEnvironment, *, base_url: str, kernel_config: KernelConfig) -> Any:
+    """The agent of every episode (a function of the environment: Ray actors build their own)."""
+    model = OpenAIModel("fake-model", base_url=base_url, max_retries=0)
+    return agent_for_environment(env, model, max_steps=5, kernel_config=kernel_config)
 
 
 async def run_level(
@@ -160,14 +184,9 @@ async def run_level(
     workdir: Path,
     start: str,
     kernel_config: KernelConfig,
+    ray_actors: int,
 ) -> dict[str, Any]:
-    tasks = [
-        TaskSpec(id=f"t{i:04d}", prompt=f"Task {i}: what is 6 * 7?", references=["42"])
-        for i in range(episodes)
-    ]
-    env = SimpleEnvironment("bench", {"train": tasks}, lambda answer, task: str(answer) == "42")
-    model = OpenAIModel("fake-model", base_url=base_url, max_retries=0)
-    agent = agent_for_environment(env, model, max_steps=5, kernel_config=kernel_config)
+    before = {proc.pid for proc in psutil.process_iter()}
     finished: list[float] = []
     trajs: list[Trajectory] = []
     memory: dict[str, float] = {}
@@ -175,20 +194,19 @@ async def run_level(
     baseline = used_memory_mib()
     peak_used = 0.0
     acquired: list[float] = []
-    first_lease: list[float] = []
 
     def on_result(traj: Trajectory) -> None:
         finished.append(time.monotonic())
         trajs.append(traj)
         if len(finished) == 1:  # everything in flight: memory, read before the CPU window opens
-            procs = kernel_processes(server)
+            procs = kernel_processes(before, server)
             memory["rss"], memory["pss"] = memory_of(procs)
             memory["processes"] = len(procs)
         if len(finished) == episodes:  # the kernels, still alive, after the whole run
-            memory["pss_end"] = memory_of(kernel_processes(server))[1]
+            memory["pss_end"] = memory_of(kernel_processes(before, server))[1]
             memory["used_end"] = used_memory_mib() - baseline
         if len(finished) in (1, episodes):  # CPU between the first and the last result: no start-up
-            cpu.append(snapshot(server))
+            cpu.append(snapshot(before, server))
 
     async def sample_memory() -> None:
         nonlocal peak_used
@@ -205,8 +223,7 @@ async def run_level(
         class Timed:
             async def __aenter__(self) -> Any:
                 kernel = await inner.__aenter__()
-                first_lease.append(time.monotonic())
-                acquired.append(first_lease[-1] - asked)
+                acquired.append(time.monotonic() - asked)
                 return kernel
 
             async def __aexit__(self, *exc: Any) -> Any:
@@ -226,23 +243,34 @@ async def run_level(
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(sample_memory)
-            await collect(env, agent, out=out, concurrency=concurrency, on_result=on_result)
+            env = functools.partial(bench_env, episodes)
+            agent = functools.partial(bench_agent, base_url=base_url, kernel_config=kernel_config)
+            if ray_actors:
+                await collect(
+                    env, agent, out=out, concurrency=concurrency, on_result=on_result,
+                    ray="local", ray_actors=ray_actors,
+                )  # fmt: skip
+            else:
+                await collect(env(), agent, out=out, concurrency=concurrency, on_result=on_result)
             tg.cancel_scope.cancel()
     finally:
         KernelPool.lease = original_lease  # type: ignore[method-assign]
         KernelPool.__init__ = original_init  # type: ignore[method-assign]
     wall = time.monotonic() - started
-    await model.aclose()
     bad = sum(
         1 for t in trajs if t.termination is not Termination.SUBMITTED or not t.reward or t.reward.total != 1
     )
     between = max(1, len(finished) - 1)
     host, kernels, fake, merging = ((b - a) * 1000 / between for a, b in zip(cpu[0], cpu[-1], strict=True))
-    waits = sorted(acquired)
+    waits = sorted(acquired)  # none with Ray: its actors lease their kernels
+    # The first episode's start, from its result (the same for local runs and Ray actors).
+    first_start = min(at - traj.wall_s for at, traj in zip(finished, trajs, strict=True))
     return {
-        "throughput_eps": len(finished) / max(1e-9, finished[-1] - min(first_lease)),
-        "start": start,
-        "acquire_ms": (1000 * waits[len(waits) // 2], 1000 * waits[int(len(waits) * 0.99)]),
+        "throughput_eps": len(finished) / max(1e-9, finished[-1] - first_start),
+        "start": f"{start}, {ray_actors} Ray actors" if ray_actors else start,
+        "acquire_ms": (1000 * waits[len(waits) // 2], 1000 * waits[int(len(waits) * 0.99)])
+        if waits
+        else None,
         "memory": memory,
         "peak_used_mib": peak_used,
         "concurrency": concurrency,
@@ -264,6 +292,7 @@ def main() -> None:
     parser.add_argument("--start", default="launch,fork", help="kernel start modes to run, in order")
     parser.add_argument("--no-sandbox", action="store_true", help="kernels outside the bubblewrap sandbox")
     parser.add_argument("--merge-memory", action="store_true", help="KernelConfig.merge_memory (KSM)")
+    parser.add_argument("--ray-actors", type=int, default=0, help="run on this many local Ray actors")
     args = parser.parse_args()
     kernel_config = KernelConfig(sandbox=not args.no_sandbox, merge_memory=args.merge_memory)
     steps = len(SCRIPT)
@@ -277,7 +306,15 @@ def main() -> None:
                     episodes = max(args.min_episodes, args.per_level * level)
                     proc = psutil.Process(server.pid)
                     row = anyio.run(
-                        run_level, base_url, proc, level, episodes, Path(tmp), start, kernel_config
+                        run_level,
+                        base_url,
+                        proc,
+                        level,
+                        episodes,
+                        Path(tmp),
+                        start,
+                        kernel_config,
+                        args.ray_actors,
                     )
                     row["ideal_eps"] = level / (steps * args.latency)
                     rows.append(row)
@@ -300,6 +337,7 @@ def main() -> None:
     for r in rows:
         cpu, mem = r["cpu_ms"], r["memory"]
         bound = cores * 1000 / max(1e-9, sum(cpu.values()))
+        acquire = "n/a" if r["acquire_ms"] is None else f"{r['acquire_ms'][0]:.1f} / {r['acquire_ms'][1]:.1f}"
         print(
             f"| {r['concurrency']} | {r['start']} | {r['episodes']} | {r['first_result_s']:.1f} | "
             f"{r['throughput_eps']:.2f} | {r['ideal_eps']:.2f} | "
@@ -307,15 +345,16 @@ def main() -> None:
             f"{r['episode_s_median']:.2f} | {mem['processes']:.0f} | {mem['rss']:.0f} | {mem['pss']:.0f} | "
             f"{mem['pss'] / r['concurrency']:.1f} | {mem['pss_end'] / r['concurrency']:.1f} | "
             f"{r['peak_used_mib']:.0f} | {mem['used_end']:.0f} | "
-            f"{r['acquire_ms'][0]:.1f} / {r['acquire_ms'][1]:.1f} | {cpu['host']:.1f} | "
+            f"{acquire} | {cpu['host']:.1f} | "
             f"{cpu['kernels']:.1f} | {cpu['server']:.1f} | {cpu['ksmd']:.1f} | {bound:.1f} |"
         )
     failed = sum(r["not_solved"] for r in rows)
     print(f"\nepisodes not solved (should be 0): {failed}")
-    print("CPU-bound eps/s = cores / CPU ms per episode (host + kernels + server + ksmd). PSS per episode:")
-    print("the PSS of every process the collection started (kernels, template, bwrap) over the concurrency,")
-    print("once all are in flight and at the last result. machine +MiB: peak used memory of the machine")
-    print("above its use before the level (host included), and the same at the last result.")
+    print("CPU-bound eps/s = cores / CPU ms per episode (host + kernels + server + ksmd). kernels: every")
+    print("process the level started (kernels, template, bwrap; with Ray its actors, which run the episodes,")
+    print("and its services). PSS per episode: their PSS over the concurrency, once all are in flight and")
+    print("at the last result. machine +MiB: peak used memory of the machine above its use before the level")
+    print("(host included), and the same at the last result.")
 
 
 if __name__ == "__main__":
