@@ -6,8 +6,9 @@ kernel, print again, submit from the kernel. With zero overhead, C episodes in f
 ``C / (steps * latency)`` episodes per second: that ideal is printed next to the measured rate
 (episodes over the time from the first episode's start to the last result, so the kernel pool's
 start-up is reported apart; use a whole number of waves, ``--per-level``), with their ratio.
-``--ray-actors N`` runs the episodes on N actors of a local Ray instance instead of this process
-(the actors fork their kernels where bubblewrap works, whatever ``--start`` says). Memory: the RSS
+``--workers N`` runs the episodes in N local worker processes (``collect(workers=N)``) and
+``--ray-actors N`` on N actors of a local Ray instance, instead of this process (both fork their
+kernels where bubblewrap works, whatever ``--start`` says). Memory: the RSS
 and PSS (shared pages split between the processes sharing them) of every process the level started
 (kernels, their template, bwrap; Ray's actors and services), read once all episodes are in flight
 and again at the last result, and the machine's peak used memory above what it used before the
@@ -185,6 +186,7 @@ async def run_level(
     start: str,
     kernel_config: KernelConfig,
     ray_actors: int,
+    workers: int,
 ) -> dict[str, Any]:
     before = {proc.pid for proc in psutil.process_iter()}
     finished: list[float] = []
@@ -250,6 +252,10 @@ async def run_level(
                     env, agent, out=out, concurrency=concurrency, on_result=on_result,
                     ray="local", ray_actors=ray_actors,
                 )  # fmt: skip
+            elif workers > 1:
+                await collect(
+                    env, agent, out=out, concurrency=concurrency, on_result=on_result, workers=workers
+                )
             else:
                 await collect(env(), agent, out=out, concurrency=concurrency, on_result=on_result)
             tg.cancel_scope.cancel()
@@ -262,12 +268,16 @@ async def run_level(
     )
     between = max(1, len(finished) - 1)
     host, kernels, fake, merging = ((b - a) * 1000 / between for a, b in zip(cpu[0], cpu[-1], strict=True))
-    waits = sorted(acquired)  # none with Ray: its actors lease their kernels
+    waits = sorted(acquired)  # none with workers or Ray: they lease their kernels
     # The first episode's start, from its result (the same for local runs and Ray actors).
     first_start = min(at - traj.wall_s for at, traj in zip(finished, trajs, strict=True))
     return {
         "throughput_eps": len(finished) / max(1e-9, finished[-1] - first_start),
-        "start": f"{start}, {ray_actors} Ray actors" if ray_actors else start,
+        "start": f"{start}, {ray_actors} Ray actors"
+        if ray_actors
+        else f"{start}, {workers} workers"
+        if workers > 1
+        else start,
         "acquire_ms": (1000 * waits[len(waits) // 2], 1000 * waits[int(len(waits) * 0.99)])
         if waits
         else None,
@@ -293,6 +303,7 @@ def main() -> None:
     parser.add_argument("--no-sandbox", action="store_true", help="kernels outside the bubblewrap sandbox")
     parser.add_argument("--merge-memory", action="store_true", help="KernelConfig.merge_memory (KSM)")
     parser.add_argument("--ray-actors", type=int, default=0, help="run on this many local Ray actors")
+    parser.add_argument("--workers", type=int, default=1, help="run in this many local worker processes")
     args = parser.parse_args()
     kernel_config = KernelConfig(sandbox=not args.no_sandbox, merge_memory=args.merge_memory)
     steps = len(SCRIPT)
@@ -315,6 +326,7 @@ def main() -> None:
                         start,
                         kernel_config,
                         args.ray_actors,
+                        args.workers,
                     )
                     row["ideal_eps"] = level / (steps * args.latency)
                     rows.append(row)
@@ -351,10 +363,10 @@ def main() -> None:
     failed = sum(r["not_solved"] for r in rows)
     print(f"\nepisodes not solved (should be 0): {failed}")
     print("CPU-bound eps/s = cores / CPU ms per episode (host + kernels + server + ksmd). kernels: every")
-    print("process the level started (kernels, template, bwrap; with Ray its actors, which run the episodes,")
-    print("and its services). PSS per episode: their PSS over the concurrency, once all are in flight and")
-    print("at the last result. machine +MiB: peak used memory of the machine above its use before the level")
-    print("(host included), and the same at the last result.")
+    print("process the level started (kernels, template, bwrap; worker processes or Ray's actors, which run")
+    print("the episodes, and Ray's services). PSS per episode: their PSS over the concurrency, once all are")
+    print("in flight and at the last result. machine +MiB: peak used memory of the machine above its use")
+    print("before the level (host included), and the same at the last result.")
 
 
 if __name__ == "__main__":

@@ -95,11 +95,18 @@ RayActorsOption = Annotated[
     int | None,
     typer.Option("--ray-actors", min=1, help="Ray actors (default: one per 8 episodes in flight)."),
 ]
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Local worker processes, each with its own event loop and kernel pool (one per core past a "
+        "few hundred episodes in flight).",
+    ),
+]
 InflightOption = Annotated[
     int | None,
-    typer.Option(
-        "--max-inflight-requests", min=1, help="Most model requests in flight at once (per process)."
-    ),
+    typer.Option("--max-inflight-requests", min=1, help="Most model requests in flight at once (in all)."),
 ]
 TagOption = Annotated[
     str | None, typer.Option("--tag", help="Mixed into group ids, e.g. an RL iteration.", show_default=False)
@@ -159,11 +166,13 @@ class EvalEpisodes(Episodes):
 
 @dataclass(frozen=True)
 class Rollout:
-    """How the episodes run: resumed or not, on Ray or here, with how many model requests in flight."""
+    """How the episodes run: resumed or not, here, in worker processes or on Ray, with how many model
+    requests in flight."""
 
     resume: ResumeOption = False
     ray: RayOption = None
     ray_actors: RayActorsOption = None
+    workers: WorkersOption = 1
     max_inflight_requests: InflightOption = None
     tag: TagOption = None
 
@@ -188,7 +197,7 @@ class _Plan:
     tasks: list[TaskSpec]
 
 
-def _plan(episodes: Episodes, judge: Judge, ray: str | None) -> _Plan:
+def _plan(episodes: Episodes, judge: Judge, elsewhere: bool) -> _Plan:
     from nbagent.environments import load_environment
 
     env_kwargs = episodes.env_kwargs(judge)
@@ -196,7 +205,7 @@ def _plan(episodes: Episodes, judge: Judge, ray: str | None) -> _Plan:
     tasks = list(env.tasks(episodes.split))
     if not tasks:
         raise ConfigError(f"environment {env.name!r} has no tasks in split {episodes.split!r}")
-    source = functools.partial(load_environment, episodes.env, **env_kwargs) if ray else env
+    source = functools.partial(load_environment, episodes.env, **env_kwargs) if elsewhere else env
     return _Plan(env, source, tasks[: episodes.limit] if episodes.limit else tasks)
 
 
@@ -222,12 +231,14 @@ def _collect(
     try:
         check_output_file(out, "the trajectories")
         lock.acquire()
-        plan = _plan(episodes, judge, ray)
-        agent: Any = factory if ray else factory(plan.env)
+        elsewhere = ray is not None or rollout.workers > 1  # episodes run in other processes
+        plan = _plan(episodes, judge, elsewhere)
+        agent: Any = factory if elsewhere else factory(plan.env)
         console.print(
             Text(
                 f"{plan.env.name}: {len(plan.tasks)} tasks x {samples} samples, {concurrency} at once"
                 + (f" on Ray ({ray})" if ray else "")
+                + (f" in {rollout.workers} worker processes" if rollout.workers > 1 else "")
                 + f" -> {out}",
                 style="dim",
             )
@@ -248,6 +259,7 @@ def _collect(
             progress=progress,
             ray=ray,
             ray_actors=rollout.ray_actors,
+            workers=rollout.workers,
         )
         summary = anyio.run(run)
     except NBAgentError as exc:

@@ -7,8 +7,9 @@ episode that crashes, times out or loses its model endpoint is written with that
 run goes on. With ``resume=True`` the file is read first and every (group, sample) pair already in
 it is skipped, so a collection killed at any moment continues without losing or repeating work.
 
-Episodes run in this process by default, or on Ray actors (``ray="local"`` or a cluster address),
-each actor holding its own kernel pool and streaming results back to the one writer here.
+Episodes run in this process by default, in several local worker processes (``workers=N``), or on
+Ray actors (``ray="local"`` or a cluster address); each worker holds its own kernel pool and streams
+results back to the one writer here.
 """
 
 from __future__ import annotations
@@ -100,21 +101,23 @@ async def collect(
     progress: bool = False,
     ray: str | None = None,
     ray_actors: int | None = None,
+    workers: int = 1,
 ) -> CollectSummary:
     """Run every task `samples` times, score each episode and append it to `out` as it finishes.
 
     Args:
-        env: the environment, or a zero-argument factory of it (needed with `ray`).
-        agent: an `Agent`, or a function ``env -> Agent`` (needed with `ray`: it runs in each actor).
+        env: the environment, or a zero-argument factory of it (needed with `ray` or `workers`).
+        agent: an `Agent`, or a function ``env -> Agent`` (needed with `ray` or `workers`: it runs in
+            each worker; both must pickle, e.g. module-level functions or `functools.partial` of them).
         tasks: the tasks to run; by default ``env.tasks(split)``.
         out: the JSONL trajectory file (appended to; created with its folder when missing).
         split: recorded in each trajectory, and where `tasks` come from by default.
         samples: episodes per task (K); the K samples of a task share a group id.
-        concurrency: episodes in flight at once (the total across Ray actors), each on a kernel of
-            its own (see `pool_size`).
+        concurrency: episodes in flight at once (the total across workers), each on a kernel of its
+            own (see `pool_size`).
         resume: skip (group, sample) pairs already in `out` instead of refusing a non-empty file.
-        max_inflight_requests: most model requests in flight at once (per process; None: no limit
-            beyond `concurrency`).
+        max_inflight_requests: most model requests in flight at once (the total, split evenly across
+            workers; None: no limit beyond `concurrency`).
         tag: mixed into group ids, e.g. an RL iteration, so separate collections never share groups.
         policy_version: recorded in each trajectory's model info.
         hard_timeout_s: a last-resort wall-clock limit per episode on top of the agent's own.
@@ -122,6 +125,8 @@ async def collect(
         progress: show a rich progress bar on stderr.
         ray: ``"local"`` or a Ray cluster address to run episodes on Ray actors.
         ray_actors: how many actors (default: one per 8 concurrent episodes, at least 1).
+        workers: local worker processes, each with its own event loop and kernel pool (1: this
+            process); past a few hundred episodes in flight, one per core.
 
     `out` is locked for the whole collection (see `nbagent.output_files.OutputLock`): a second collector on
     the same file, resuming or not, is refused instead of writing the same pairs again.
@@ -132,9 +137,14 @@ async def collect(
     """
     if concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
-    if ray is not None and _is_agent(agent):
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    if ray is not None and workers > 1:
+        raise ConfigError("choose Ray actors (ray_actors) or local worker processes (workers), not both")
+    if (ray is not None or workers > 1) and _is_agent(agent):
+        where = "with Ray" if ray is not None else "with worker processes"
         raise ConfigError(
-            "with Ray, pass a function that builds the agent (env -> Agent), not an Agent: each actor "
+            f"{where}, pass a function that builds the agent (env -> Agent), not an Agent: each worker "
             "builds its own agent and model client"
         )
     environment = resolve_environment(env)
@@ -157,8 +167,12 @@ async def collect(
             with TrajectoryWriter(out) as writer, ProgressView(summary, progress) as view, _unwrap_single():
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_write_results, receive, writer, summary, view, on_result)
-                    if ray is None:
+                    if ray is None and workers == 1:
                         await run_local(environment, agent, todo, concurrency, settings, send)
+                    elif ray is None:
+                        from nbagent.rollout.processes import run_in_processes
+
+                        await run_in_processes(env, agent, todo, concurrency, settings, send, workers=workers)
                     else:
                         from nbagent.rollout.ray import run_on_ray
 

@@ -108,6 +108,48 @@ def test_sigkill_at_any_moment_then_resume_loses_and_repeats_nothing(
     assert "0 failed" in final.stderr
 
 
+@pytest.mark.slow
+def test_sigkill_of_the_collector_alone_takes_its_worker_processes_and_kernels_with_it(
+    fake_openai_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """``kill -9`` of the collector's pid only (not its process group): its worker processes, their
+    kernel templates and kernels die with it; a resume with workers completes the file."""
+    fake_openai_server.responder = arithmetic_responder(steps=2)
+    fake_openai_server.latency_s = 0.2
+    out = tmp_path / "traj.jsonl"
+    args = cli_args(fake_openai_server, out, "--env-arg", "n=8", "--samples", "2", "--concurrency", "4")
+    command = [
+        sys.executable,
+        "-c",
+        "from nbagent.cli import main; main()",
+        "collect",
+        *args,
+        "--workers",
+        "2",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while count_lines(out) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the collection ended before it could be killed"
+    children = kernel_pids(proc.pid)
+    workers = [pid for pid in children if "spawn_main" in " ".join(psutil.Process(pid).cmdline())]
+    assert len(workers) == 2
+    assert len(children) > 2 * 3  # the workers, their templates and kernels
+    proc.kill()
+    proc.wait()
+    assert wait_gone(children) == [], "worker processes or kernels outlived the killed collector"
+    final = subprocess.run(
+        [*command, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert "in 2 worker processes" in final.stderr
+    counted = Counter((t.task.id, t.sample_index) for t in read_trajectories(out))
+    assert set(counted) == {(f"add-{i:03d}", s) for i in range(8) for s in range(2)}
+    assert max(counted.values()) == 1, "a pair was written twice"
+
+
 def test_collect_cli_refuses_an_existing_file_without_resume(
     fake_openai_server: FakeOpenAIServer, tmp_path: Path
 ) -> None:

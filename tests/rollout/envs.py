@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nbagent.environments import SimpleEnvironment
-from nbagent.trajectory import TaskSpec
+from nbagent.trajectory import TaskSpec, Termination, Trajectory, read_trajectories
 from tests.fixtures.fake_openai import Body, FakeServerError, Responder, first_user_text, step_index
 
 
@@ -79,3 +80,17 @@ def arithmetic_responder(steps: int = 2) -> Responder:
         )
 
     return respond
+
+
+def resumed_trajectories(out: Path, *, tasks: int, samples: int, before: int) -> list[Trajectory]:
+    """Check that `out` holds every (task, sample) pair once, and that the episodes after the first
+    `before` (the resumed part) all solved their task with policy version 3; return those."""
+    trajs = list(read_trajectories(out))
+    counted = Counter((t.task.id, t.sample_index) for t in trajs)
+    assert set(counted) == {(f"add-{i:03d}", s) for i in range(tasks) for s in range(samples)}
+    assert max(counted.values()) == 1
+    resumed = trajs[before:]
+    assert all(t.termination is Termination.SUBMITTED for t in resumed)
+    assert all(t.reward is not None and t.reward.total == 1.0 for t in resumed)
+    assert all(t.model.policy_version == 3 for t in resumed)
+    return resumed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from nbagent.environments import load_environment
 from nbagent.rollout import collect
 from nbagent.trajectory import Termination, read_trajectories
 from tests.fixtures.fake_openai import FakeOpenAIServer
-from tests.rollout.envs import arithmetic_responder
+from tests.rollout.envs import arithmetic_responder, resumed_trajectories
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -57,14 +56,7 @@ async def test_ray_actors_stream_to_one_writer_and_resume_skips_done_pairs(
         ray="local", ray_actors=2, policy_version=3,
     )  # fmt: skip
     assert (summary.skipped, summary.written, summary.failed) == (4, 8, 0)
-    trajs = list(read_trajectories(out))
-    counted = Counter((t.task.id, t.sample_index) for t in trajs)
-    assert set(counted) == {(f"add-{i:03d}", s) for i in range(6) for s in range(2)}
-    assert max(counted.values()) == 1
-    from_ray = trajs[4:]
-    assert all(t.termination is Termination.SUBMITTED for t in from_ray)
-    assert all(t.reward is not None and t.reward.total == 1.0 for t in from_ray)
-    assert all(t.model.policy_version == 3 for t in from_ray)
+    from_ray = resumed_trajectories(out, tasks=6, samples=2, before=4)
     assert len({t.metadata["worker"] for t in from_ray}) == 2  # both actors ran episodes
 
 
