@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import resource
@@ -238,7 +239,7 @@ async def run_level(
     def init_with_start(pool: KernelPool, *args: Any, **kwargs: Any) -> None:
         original_init(pool, *args, **{**kwargs, "start": start})
 
-    out = workdir / f"level-{concurrency}-{start}.jsonl"
+    out = workdir / f"level-{concurrency}-{start}-{workers}-{ray_actors}.jsonl"
     started = time.monotonic()
     KernelPool.lease = timed_lease  # type: ignore[method-assign,assignment]
     KernelPool.__init__ = init_with_start  # type: ignore[method-assign,assignment]
@@ -293,6 +294,22 @@ async def run_level(
     }
 
 
+def table_row(r: dict[str, Any], cores: int) -> str:
+    cpu, mem = r["cpu_ms"], r["memory"]
+    bound = cores * 1000 / max(1e-9, sum(cpu.values()))
+    acquire = "n/a" if r["acquire_ms"] is None else f"{r['acquire_ms'][0]:.1f} / {r['acquire_ms'][1]:.1f}"
+    return (
+        f"| {r['concurrency']} | {r['start']} | {r['episodes']} | {r['first_result_s']:.1f} | "
+        f"{r['throughput_eps']:.2f} | {r['ideal_eps']:.2f} | "
+        f"{r['throughput_eps'] / r['ideal_eps']:.0%} | "
+        f"{r['episode_s_median']:.2f} | {mem['processes']:.0f} | {mem['rss']:.0f} | {mem['pss']:.0f} | "
+        f"{mem['pss'] / r['concurrency']:.1f} | {mem['pss_end'] / r['concurrency']:.1f} | "
+        f"{r['peak_used_mib']:.0f} | {mem['used_end']:.0f} | "
+        f"{acquire} | {cpu['host']:.1f} | "
+        f"{cpu['kernels']:.1f} | {cpu['server']:.1f} | {cpu['ksmd']:.1f} | {bound:.1f} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", default="1,8,32,64", help="comma-separated concurrency levels")
@@ -303,7 +320,9 @@ def main() -> None:
     parser.add_argument("--no-sandbox", action="store_true", help="kernels outside the bubblewrap sandbox")
     parser.add_argument("--merge-memory", action="store_true", help="KernelConfig.merge_memory (KSM)")
     parser.add_argument("--ray-actors", type=int, default=0, help="run on this many local Ray actors")
-    parser.add_argument("--workers", type=int, default=1, help="run in this many local worker processes")
+    parser.add_argument(
+        "--workers", default="1", help="comma-separated counts of local worker processes to run, in order"
+    )
     args = parser.parse_args()
     kernel_config = KernelConfig(sandbox=not args.no_sandbox, merge_memory=args.merge_memory)
     steps = len(SCRIPT)
@@ -313,7 +332,7 @@ def main() -> None:
         server, base_url = start_server(args.latency, Path(tmp))
         try:
             for level in (int(x) for x in args.levels.split(",")):
-                for start in args.start.split(","):
+                for start, workers in itertools.product(args.start.split(","), args.workers.split(",")):
                     episodes = max(args.min_episodes, args.per_level * level)
                     proc = psutil.Process(server.pid)
                     row = anyio.run(
@@ -326,11 +345,11 @@ def main() -> None:
                         start,
                         kernel_config,
                         args.ray_actors,
-                        args.workers,
+                        int(workers),
                     )
                     row["ideal_eps"] = level / (steps * args.latency)
                     rows.append(row)
-                    print(f"  done: concurrency {level}, {start}", file=sys.stderr, flush=True)
+                    print(f"  done: {table_row(row, psutil.cpu_count() or 1)}", file=sys.stderr, flush=True)
         finally:
             server.kill()
             server.wait()
@@ -347,19 +366,7 @@ def main() -> None:
     print(header)
     print("|" + "---:|" * (header.count("|") - 1))
     for r in rows:
-        cpu, mem = r["cpu_ms"], r["memory"]
-        bound = cores * 1000 / max(1e-9, sum(cpu.values()))
-        acquire = "n/a" if r["acquire_ms"] is None else f"{r['acquire_ms'][0]:.1f} / {r['acquire_ms'][1]:.1f}"
-        print(
-            f"| {r['concurrency']} | {r['start']} | {r['episodes']} | {r['first_result_s']:.1f} | "
-            f"{r['throughput_eps']:.2f} | {r['ideal_eps']:.2f} | "
-            f"{r['throughput_eps'] / r['ideal_eps']:.0%} | "
-            f"{r['episode_s_median']:.2f} | {mem['processes']:.0f} | {mem['rss']:.0f} | {mem['pss']:.0f} | "
-            f"{mem['pss'] / r['concurrency']:.1f} | {mem['pss_end'] / r['concurrency']:.1f} | "
-            f"{r['peak_used_mib']:.0f} | {mem['used_end']:.0f} | "
-            f"{acquire} | {cpu['host']:.1f} | "
-            f"{cpu['kernels']:.1f} | {cpu['server']:.1f} | {cpu['ksmd']:.1f} | {bound:.1f} |"
-        )
+        print(table_row(r, cores))
     failed = sum(r["not_solved"] for r in rows)
     print(f"\nepisodes not solved (should be 0): {failed}")
     print("CPU-bound eps/s = cores / CPU ms per episode (host + kernels + server + ksmd). kernels: every")

@@ -11,12 +11,14 @@ parent-death signal), so a ``kill -9`` of the collector leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import ctypes
 import itertools
 import multiprocessing
+import queue
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -66,35 +68,85 @@ def _worker_main(conn: Connection, setup: _Setup) -> None:
 
 
 async def _serve(conn: Connection, setup: _Setup) -> None:
+    channel = _Channel(conn)
     try:
         worker = EpisodeWorker(setup.env, setup.agent, setup.kernels, setup.settings)
         await worker.ready()
     except Exception as exc:
-        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        channel.send(("failed", f"{type(exc).__name__}: {exc}"))
+        await channel.drain()
         return
-    conn.send(("ready", None))
+    channel.send(("ready", None))
 
     async def run(job_id: int, job: EpisodeJob) -> None:
-        conn.send(("result", (job_id, await worker.run(job))))
+        channel.send(("result", (job_id, await worker.run(job))))
 
     try:
         async with anyio.create_task_group() as tg:
-            while (message := await anyio.to_thread.run_sync(_receive, conn)) not in (None, _STOP):
+            while (message := await channel.receive()) not in (None, _STOP):
                 tg.start_soon(run, *message)
             tg.cancel_scope.cancel()  # stopped with episodes in flight: the collection was abandoned
     finally:
         await worker.close()
+        await channel.drain()
 
 
 _STOP = "stop"
+_CLOSE = object()
 
 
-def _receive(conn: Connection) -> Any:
-    """The next message, or None once the other end is gone."""
-    try:
-        return conn.recv()
-    except (EOFError, OSError):
-        return None
+class _Channel:
+    """One end of a pipe, served by two threads so that neither side's event loop ever waits on it (a
+    loop blocked writing to a full pipe cannot read the other way: both sides would stall): one reads
+    every message as it arrives, one writes what `send` queues."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._loop = asyncio.get_running_loop()
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._written = threading.Event()
+        threading.Thread(target=self._read, name="nbagent-pipe-reader", daemon=True).start()
+        threading.Thread(target=self._write, name="nbagent-pipe-writer", daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                message = None
+            try:
+                self._loop.call_soon_threadsafe(self._inbox.put_nowait, message)
+            except RuntimeError:  # the loop is closed: nobody listens any more
+                return
+            if message is None:
+                return
+
+    def _write(self) -> None:
+        try:
+            while (message := self._outbox.get()) is not _CLOSE:
+                self._conn.send(message)
+        except OSError:  # the other end is gone; its reader sees that too
+            pass
+        finally:
+            self._written.set()
+
+    def send(self, message: Any) -> None:
+        """Queue `message` for the other end (never blocks)."""
+        self._outbox.put(message)
+
+    async def receive(self) -> Any:
+        """The next message, or None once the other end is gone."""
+        return await self._inbox.get()
+
+    async def drain(self) -> None:
+        """Write what is queued, then stop writing."""
+        self._outbox.put(_CLOSE)
+        await anyio.to_thread.run_sync(self._written.wait)
+
+    def close(self) -> None:
+        self._outbox.put(_CLOSE)
+        self._conn.close()
 
 
 class _ProcessRunner:
@@ -107,7 +159,7 @@ class _ProcessRunner:
         self._readers = readers
         self._context = multiprocessing.get_context("spawn")
         self._process: BaseProcess | None = None
-        self._conn: Connection | None = None
+        self._channel: _Channel | None = None
         self._pending: dict[int, tuple[anyio.Event, list[Trajectory]]] = {}
         self._ids = itertools.count()
         self._lock = anyio.Lock()
@@ -129,40 +181,37 @@ class _ProcessRunner:
         finally:
             theirs.close()
         self._process = process
-        message = await anyio.to_thread.run_sync(_receive, ours)
+        channel = _Channel(ours)
+        message = await channel.receive()
         if message is None or message[0] != "ready":
-            ours.close()
             await self._reap()
+            channel.close()
             why = message[1] if message else f"it exited with code {process.exitcode}"
             raise RolloutError(f"worker process {self.index} could not start: {why}")
-        self._conn = ours
-        self._readers.start_soon(self._read, ours)
+        self._channel = channel
+        self._readers.start_soon(self._read, channel)
 
-    async def _read(self, conn: Connection) -> None:
+    async def _read(self, channel: _Channel) -> None:
         """Hand each result to the episode waiting for it; when the process dies, fail them all."""
-        while (message := await anyio.to_thread.run_sync(_receive, conn)) is not None:
+        while (message := await channel.receive()) is not None:
             job_id, traj = message[1]
             event, box = self._pending.pop(job_id)
             box.append(traj)
             event.set()
-        if self._conn is conn:
-            self._conn = None
-        conn.close()
+        if self._channel is channel:
+            self._channel = None
+        channel.close()
         lost, self._pending = self._pending, {}
         for event, _ in lost.values():
             event.set()
 
     async def run(self, job: EpisodeJob) -> Trajectory:
-        conn = self._conn
-        if conn is None:
+        channel = self._channel
+        if channel is None:
             raise WorkerLost(f"worker process {self.index} is not running")
         job_id, event, box = next(self._ids), anyio.Event(), list[Trajectory]()
         self._pending[job_id] = (event, box)
-        try:
-            conn.send((job_id, job))
-        except OSError:
-            self._pending.pop(job_id, None)
-            raise WorkerLost(f"worker process {self.index} is gone") from None
+        channel.send((job_id, job))
         await event.wait()
         if not box:
             code = self._process.exitcode if self._process is not None else None
@@ -171,7 +220,7 @@ class _ProcessRunner:
 
     async def revive(self) -> bool:
         async with self._lock:
-            if self._conn is not None:
+            if self._channel is not None:
                 return True  # another episode's revive did it
             await self._reap()
             while self.restarts > 0:
@@ -185,9 +234,8 @@ class _ProcessRunner:
 
     async def stop(self) -> None:
         """Ask the worker to close its pool and exit, then make sure it is gone."""
-        if self._conn is not None:
-            with contextlib.suppress(OSError):
-                self._conn.send(_STOP)
+        if self._channel is not None:
+            self._channel.send(_STOP)
         await self._reap()
 
     async def _reap(self, wait_s: float = 60.0) -> None:

@@ -22,14 +22,14 @@ from nbagent.trajectory import TaskSpec, Termination, Trajectory, read_trajector
 from tests.fixtures.fake_openai import Body, FakeServerError, Responder, first_user_text, step_index
 
 
-def arithmetic_tasks(n: int, *, boom: int = 0, wrong: int = 0) -> list[TaskSpec]:
-    """`n` sum questions; the first `boom` trigger an endpoint error, the next `wrong` a wrong answer."""
+def arithmetic_tasks(n: int, *, boom: int = 0, wrong: int = 0, pad: int = 0) -> list[TaskSpec]:
+    """`n` sum questions; the first `boom` trigger an endpoint error, the next `wrong` a wrong answer.
+    Each prompt ends with `pad` filler characters (large records)."""
     tasks = []
     for i in range(n):
         marker = "BOOM " if i < boom else "WRONG " if i < boom + wrong else ""
-        tasks.append(
-            TaskSpec(id=f"add-{i:03d}", prompt=f"{marker}What is {i} + {i + 7}?", references=[str(2 * i + 7)])
-        )
+        prompt = f"{marker}What is {i} + {i + 7}?" + (" Filler:" + "x" * pad if pad else "")
+        tasks.append(TaskSpec(id=f"add-{i:03d}", prompt=prompt, references=[str(2 * i + 7)]))
     return tasks
 
 
@@ -49,12 +49,13 @@ def _dying_check(marker: Path) -> Callable[[Any, TaskSpec], float]:
 
 
 def load_environment(
-    n: int = 12, boom: int = 0, wrong: int = 0, die_once: str | None = None
+    n: int = 12, boom: int = 0, wrong: int = 0, die_once: str | None = None, pad: int = 0
 ) -> SimpleEnvironment:
     """The arithmetic environment: every task in the ``train`` split. With `die_once` (a file path that
     does not exist yet), the first episode scored kills the process that scores it and creates the file."""
     check = _check if die_once is None else _dying_check(Path(die_once))
-    return SimpleEnvironment("arith", {"train": arithmetic_tasks(n, boom=boom, wrong=wrong)}, check)
+    tasks = arithmetic_tasks(n, boom=boom, wrong=wrong, pad=pad)
+    return SimpleEnvironment("arith", {"train": tasks}, check)
 
 
 def arithmetic_responder(steps: int = 2) -> Responder:

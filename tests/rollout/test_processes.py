@@ -68,6 +68,22 @@ async def test_a_worker_that_dies_is_started_again_and_its_episodes_run_again(
     assert summary.failed == 0
 
 
+@pytest.mark.timeout(120)
+async def test_large_jobs_and_results_in_both_directions_at_once_do_not_stall_the_pipes(
+    fake_openai_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """Prompts of 1 MB: each job and each record is bigger than a pipe's buffer, and new jobs go out
+    while records come back; neither side's event loop may wait on a full pipe (both would stall)."""
+    fake_openai_server.responder = arithmetic_responder(steps=2)
+    env = functools.partial(load_environment, ENV, n=32, pad=1_000_000)
+    out = tmp_path / "traj.jsonl"
+    summary = await collect(env, factory(fake_openai_server), out=out, concurrency=16, workers=2)
+    assert (summary.written, summary.failed) == (32, 0)
+    trajs = list(read_trajectories(out))
+    assert all(t.termination is Termination.SUBMITTED for t in trajs)
+    assert all(len(t.task.prompt) > 1_000_000 for t in trajs)
+
+
 async def test_a_worker_that_cannot_start_is_reported_in_one_error(
     fake_openai_server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
