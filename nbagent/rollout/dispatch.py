@@ -111,9 +111,11 @@ class EpisodeWorker:
         return traj
 
     async def close(self) -> None:
+        """Kill the kernels and close the model client (built here, by the factory)."""
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None
+        await self.agent.model.aclose()
 
 
 def worker_name() -> str:

@@ -58,6 +58,8 @@ async def run_local(
     results: MemoryObjectSendStream[Trajectory],
 ) -> None:
     """Run `jobs` in this process, `concurrency` at a time, sending each trajectory to `results`."""
+    from nbagent.agent import Agent
+
     episode_agent = resolve_agent(agent, env, settings.max_inflight_requests)
     pending: Iterator[EpisodeJob] = iter(jobs)
 
@@ -77,6 +79,11 @@ async def run_local(
 
     workers = min(concurrency, len(jobs))
     size = pool_size(workers, len(jobs))
-    async with results, local_pool(env, episode_agent, size) as pool, anyio.create_task_group() as tg:
-        for _ in range(workers):
-            tg.start_soon(worker, pool, results.clone())
+    try:
+        async with results, local_pool(env, episode_agent, size) as pool, anyio.create_task_group() as tg:
+            for _ in range(workers):
+                tg.start_soon(worker, pool, results.clone())
+    finally:
+        if not isinstance(agent, Agent):  # built here by the factory: its model client is ours to close
+            with anyio.CancelScope(shield=True):
+                await episode_agent.model.aclose()

@@ -283,21 +283,24 @@ class RLRun:
             version = self.version
             agent = self.make_agent(env, endpoint)
             t0 = time.perf_counter()
-            summary = await collect(
-                env,
-                agent,
-                schedule.batch(iteration),
-                out=path,
-                split=cfg.env.split,
-                samples=cfg.rollout.samples_per_task,
-                concurrency=cfg.rollout.concurrency,
-                resume=True,
-                max_inflight_requests=cfg.rollout.max_inflight_requests,
-                tag=f"iter-{iteration}",
-                policy_version=version,
-                hard_timeout_s=cfg.rollout.hard_timeout_s,
-                progress=self.console.is_terminal,
-            )
+            try:
+                summary = await collect(
+                    env,
+                    agent,
+                    schedule.batch(iteration),
+                    out=path,
+                    split=cfg.env.split,
+                    samples=cfg.rollout.samples_per_task,
+                    concurrency=cfg.rollout.concurrency,
+                    resume=True,
+                    max_inflight_requests=cfg.rollout.max_inflight_requests,
+                    tag=f"iter-{iteration}",
+                    policy_version=version,
+                    hard_timeout_s=cfg.rollout.hard_timeout_s,
+                    progress=self.console.is_terminal,
+                )
+            finally:
+                await agent.model.aclose()
             elapsed = time.perf_counter() - t0
         batch = load_batch(self.folder, iteration, version, elapsed, summary.written)
         mark_ready(self.folder, batch)
