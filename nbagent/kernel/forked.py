@@ -33,7 +33,14 @@ from nbagent.errors import ConfigError, KernelError
 from nbagent.kernel.boot import BOOT_MODULE
 from nbagent.kernel.config import KernelConfig
 from nbagent.kernel.env_vars import kernel_environment, kernel_process_environment
-from nbagent.kernel.launch import KERNEL_FLAGS, bwrap_unusable, python_under_tmpfs, rlimits, template_plan
+from nbagent.kernel.launch import (
+    KERNEL_FLAGS,
+    LEAN_KERNEL,
+    bwrap_unusable,
+    python_under_tmpfs,
+    rlimits,
+    template_plan,
+)
 from nbagent.kernel.process import describe_exit, file_tail, log_tail
 
 log = logging.getLogger("nbagent.kernel")
@@ -107,6 +114,7 @@ class ForkServer:
             "keep": [str(path) for path in python_under_tmpfs()],
             "boot": str(_INKERNEL),
             "boot_name": BOOT_MODULE,
+            "kernel_app": str(LEAN_KERNEL),
             "preload": list(self.config.preload),
             "kernel_flags": list(KERNEL_FLAGS),
         }

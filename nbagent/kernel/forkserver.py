@@ -16,7 +16,8 @@ One JSON object per line. From the host on stdin: ``{"spawn": ID, "connection_fi
 "returncode": CODE}`` (negative: killed by that signal). SETTINGS (JSON): ``limits`` (resource limit
 name to value), ``network`` (keep the template's network), ``hide`` (folders whose other kernels'
 contents are hidden), ``keep`` (folders of the host's Python to show through those covers),
-``boot`` and ``boot_name`` (the kernel-side module to preload, and its name),
+``kernel_app`` (the file of the kernel application, `nbagent.kernel.lean_kernel`), ``boot`` and
+``boot_name`` (the kernel-side module to preload, and its name),
 ``preload`` (more modules to import) and ``kernel_flags`` (ipykernel's options).
 """
 
@@ -162,12 +163,10 @@ def _kernel_main(request: dict[str, Any], settings: dict[str, Any], report: int)
     sys.stdout = open(1, "w")  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1)  # noqa: SIM115
     try:
-        from ipykernel.kernelapp import IPKernelApp
-
-        sys.argv = ["ipykernel_launcher", "-f", request["connection_file"], *settings["kernel_flags"]]
-        app = IPKernelApp.instance()
-        app.initialize(sys.argv[1:])  # type: ignore[no-untyped-call]
-        app.start()  # type: ignore[no-untyped-call]
+        sys.argv = ["lean_kernel", "-f", request["connection_file"], *settings["kernel_flags"]]
+        app = sys.modules[_KERNEL_APP].LeanKernelApp.instance()
+        app.initialize(sys.argv[1:])
+        app.start()
     except BaseException:
         traceback.print_exc()
         return 1
@@ -241,16 +240,24 @@ _KERNEL_MODULES = (
 only encodings and one-off helpers)."""
 
 
-def _preload(settings: dict[str, Any]) -> None:
-    for name in _KERNEL_MODULES:
-        importlib.import_module(name)
+_KERNEL_APP = "_nbagent_lean_kernel"
+"""The name the kernel application's module (``settings["kernel_app"]``) is loaded under."""
 
-    spec = importlib.util.spec_from_file_location(settings["boot_name"], settings["boot"])
+
+def _load_file(name: str, path: str) -> None:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[settings["boot_name"]] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
+
+
+def _preload(settings: dict[str, Any]) -> None:
+    for name in _KERNEL_MODULES:
+        importlib.import_module(name)
+    _load_file(_KERNEL_APP, settings["kernel_app"])
+    _load_file(settings["boot_name"], settings["boot"])
     for name in settings["preload"]:
         importlib.import_module(name)
 

@@ -74,6 +74,8 @@ _BWRAP_SANDBOX = (
     "--unshare-uts",
 )  # fmt: skip
 KERNEL_FLAGS = ("--HistoryManager.enabled=False", "--Kernel._execute_sleep=0")
+LEAN_KERNEL = Path(__file__).with_name("lean_kernel.py")
+"""The script every kernel runs (`nbagent.kernel.lean_kernel`), by path: no nbagent import in kernels."""
 """ipykernel options of every kernel, launched or forked. ipykernel sleeps 0.5 ms before every
 execute_reply by default, against output reaching clients late; nbagent reads a cell's output until
 the kernel's idle status, which follows it on the same channel, so the sleep only delays it."""
@@ -256,8 +258,10 @@ def _launcher(limits: dict[str, int], merge: bool) -> list[str]:
 
 def launch_plan(config: KernelConfig, *, workspace: Path, state_dir: Path) -> LaunchPlan:
     """The kernel spec argv for `config`, run with the host's own Python."""
-    bwrap = _bwrap_args(config, [workspace, state_dir], workspace, template=False)
-    kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", *KERNEL_FLAGS]
+    bwrap = _bwrap_args(
+        config, [workspace, state_dir], workspace, template=False, read_only=(LEAN_KERNEL.parent.resolve(),)
+    )
+    kernel = [sys.executable, "-P", str(LEAN_KERNEL), "-f", "{connection_file}", *KERNEL_FLAGS]
     return LaunchPlan(
         argv=[*_launcher(rlimits(config), merge_memory(config)), *(bwrap or []), *kernel],
         # A signal to bwrap would kill it: ipykernel interrupts itself on an interrupt_request.
