@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
 from nbagent.kernel import Kernel, KernelConfig, KernelPool
-from nbagent.kernel.launch import bwrap_unusable
+from nbagent.kernel.launch import LEAN_KERNEL, bwrap_unusable
 from nbagent.tools import tool
 from nbagent.tools.bridge import ToolBridge
 
@@ -61,10 +65,20 @@ async def _alternate(a: Timed, b: Timed, runs: int, block: int = 10) -> tuple[li
 class BareKernel:
     """The floor: jupyter_client's own kernel manager and execute_interactive, nothing else. The
     kernel runs with the same ipykernel options as nbagent's (no history database), so the two differ
-    only in what nbagent adds."""
+    only in what nbagent adds. `lean`: the kernel is nbagent's `lean_kernel` instead of stock
+    ipykernel (its own kernel spec in `spec_dir`), which isolates what that kernel changes."""
 
-    def __init__(self) -> None:
-        self.km = AsyncKernelManager(kernel_name="python3", transport="ipc")
+    def __init__(self, *, lean: bool = False, spec_dir: Path | None = None) -> None:
+        if not lean:
+            self.km = AsyncKernelManager(kernel_name="python3", transport="ipc")
+            return
+        assert spec_dir is not None
+        folder = spec_dir / "nbagent-lean"
+        folder.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-P", str(LEAN_KERNEL), "-f", "{connection_file}"]
+        (folder / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python"}))
+        specs = KernelSpecManager(kernel_dirs=[str(spec_dir)])
+        self.km = AsyncKernelManager(kernel_name="nbagent-lean", transport="ipc", kernel_spec_manager=specs)
 
     async def start(self) -> None:
         await self.km.start_kernel(extra_arguments=["--HistoryManager.enabled=False"])
@@ -160,6 +174,28 @@ async def bench_cells(runs: int) -> list[Row]:
     ]
 
 
+async def bench_lean_kernel(runs: int) -> list[Row]:
+    """The same bare client against nbagent's lean kernel and against stock ipykernel."""
+    with tempfile.TemporaryDirectory() as spec_dir:
+        stock, lean = BareKernel(), BareKernel(lean=True, spec_dir=Path(spec_dir))
+        await stock.start()
+        await lean.start()
+        try:
+            code = "x = 6 * 7\nprint(x)"
+            ours, theirs = await _alternate(lambda: lean.execute(code), lambda: stock.execute(code), runs)
+        finally:
+            await lean.shutdown()
+            await stock.shutdown()
+    return [
+        (
+            "bare client, cell `x = 6 * 7; print(x)`: lean kernel (median)",
+            _ms(statistics.median(ours)),
+            f"stock ipykernel {_ms(statistics.median(theirs))}",
+            f"{statistics.median(ours) / statistics.median(theirs):.2f}x",
+        )
+    ]
+
+
 async def bench_pool(size: int, cells: int) -> list[Row]:
     code = "sum(i * i for i in range(200_000))"
 
@@ -241,6 +277,7 @@ def _print(rows: list[Row]) -> None:
 async def main(args: argparse.Namespace) -> None:
     rows = await bench_start(args.starts)
     rows += await bench_cells(args.runs)
+    rows += await bench_lean_kernel(args.runs)
     rows += await bench_pool(args.pool_size, args.pool_cells)
     rows += await bench_isolation(args.starts, args.runs)
     print(f"python {sys.version.split()[0]}, {args.runs} runs per cell measure")

@@ -1,7 +1,8 @@
 """ipykernel's kernel with less work per message: what every nbagent kernel runs.
 
-The same `IPythonKernel` and Jupyter protocol, with three costs of ipykernel 7 removed (measured with
-py-spy on a kernel running ``x = 6 * 7; print(x)`` cells; together about a fifth of its CPU per cell):
+The same `IPythonKernel` and Jupyter protocol, with four costs of ipykernel 7 and IPython removed that
+py-spy found on a kernel running ``x = 6 * 7; print(x)`` cells (each a few percent of its CPU per cell;
+what they save together is measured in ``benchmarks/kernel.py``):
 
 - No shell channel thread. ipykernel 7 receives every shell message on a thread of its own that checks
   it and forwards it to the main thread over an in-process socket, and sends every reply back the same
@@ -12,6 +13,8 @@ py-spy on a kernel running ``x = 6 * 7; print(x)`` cells; together about a fifth
   handler, so each request formats half a dozen debug records that nobody sees.
 - `_accepts_parameters`, which ipykernel calls with `inspect.signature` on every execute request, is
   answered once per method.
+- A cell without the word ``await`` or ``async`` is not compiled a second time to learn whether it
+  has a top-level ``await``.
 
 Runs as a script (``python -P lean_kernel.py -f CONNECTION_FILE ...``, like ``ipykernel_launcher``)
 and is imported by file in the fork template. It imports only the standard library and ipykernel.
@@ -25,6 +28,7 @@ from typing import Any
 from ipykernel import ipkernel
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
+from ipykernel.zmqshell import ZMQInteractiveShell
 
 
 class _NoShellChannelThread:
@@ -39,8 +43,30 @@ class _NoShellChannelThread:
         return False
 
 
+class LeanShell(ZMQInteractiveShell):
+    """`ZMQInteractiveShell` that knows a cell without the word ``await`` or ``async`` has no
+    top-level ``await`` (``async for``, ``async with``) without compiling it a second time."""
+
+    def should_run_async(
+        self, raw_cell: str, *, transformed_cell: str | None = None, preprocessing_exc_tuple: Any = None
+    ) -> bool:
+        if (
+            transformed_cell is not None
+            and "await" not in transformed_cell
+            and "async" not in transformed_cell
+        ):
+            return False
+        answer: bool = super().should_run_async(
+            raw_cell, transformed_cell=transformed_cell, preprocessing_exc_tuple=preprocessing_exc_tuple
+        )
+        return answer
+
+
 class LeanKernel(IPythonKernel):
-    """`IPythonKernel` that reads its shell socket on the main thread (no subshells)."""
+    """`IPythonKernel` that reads its shell socket on the main thread (no subshells), with a
+    `LeanShell`."""
+
+    shell_class = LeanShell
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]

@@ -1,5 +1,6 @@
 """The kernel nbagent runs (`nbagent.kernel.lean_kernel`), on real kernels launched and forked: no shell
-channel thread, no debug records, async cells still run; and its memoized `_accepts_parameters`."""
+channel thread, no debug records, top-level await and async comprehensions still run; and its memoized
+`_accepts_parameters`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from nbagent.trajectory import ExecuteResult
 _INSIDE = (
     "import logging, threading\n"
     "_k = get_ipython().kernel\n"
-    "(type(_k).__name__, sorted(t.name for t in threading.enumerate()), _k.log.getEffectiveLevel(),\n"
+    "(type(_k).__name__, type(_k.shell).__name__, sorted(t.name for t in threading.enumerate()), _k.log.getEffectiveLevel(),\n"
     " _k._supports_kernel_subshells)"
 )
 
@@ -37,8 +38,8 @@ async def test_kernels_run_the_lean_kernel_and_async_cells_still_work(start: str
         assert inside.ok, inside
         output = inside.outputs[-1]
         assert isinstance(output, ExecuteResult)
-        name, threads, level, subshells = ast.literal_eval(output.data["text/plain"])
-        assert name == "LeanKernel"
+        name, shell, threads, level, subshells = ast.literal_eval(output.data["text/plain"])
+        assert (name, shell) == ("LeanKernel", "LeanShell")
         assert "Shell channel" not in threads
         assert "MainThread" in threads
         assert level == 30  # WARNING, the application's level
@@ -47,6 +48,10 @@ async def test_kernels_run_the_lean_kernel_and_async_cells_still_work(start: str
         assert awaited.ok, awaited
         assert isinstance(awaited.outputs[-1], ExecuteResult)
         assert awaited.outputs[-1].data["text/plain"] == "42"
+        comprehension = await kernel.execute("async def g():\n    yield 1\n[x async for x in g()]")
+        assert comprehension.ok, comprehension
+        assert isinstance(comprehension.outputs[-1], ExecuteResult)
+        assert comprehension.outputs[-1].data["text/plain"] == "[1]"
 
 
 def test_accepts_parameters_is_asked_once_per_function_and_answers_copies() -> None:
