@@ -16,8 +16,8 @@ from nbagent.trajectory import ExecuteResult
 _INSIDE = (
     "import logging, threading\n"
     "_k = get_ipython().kernel\n"
-    "(type(_k).__name__, type(_k.shell).__name__, sorted(t.name for t in threading.enumerate()), _k.log.getEffectiveLevel(),\n"
-    " _k._supports_kernel_subshells)"
+    "(type(_k).__name__, type(_k.shell).__name__, sorted(t.name for t in threading.enumerate()),\n"
+    " _k.log.getEffectiveLevel(), _k._supports_kernel_subshells)"
 )
 
 
