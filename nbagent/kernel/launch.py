@@ -74,11 +74,11 @@ _BWRAP_SANDBOX = (
     "--unshare-uts",
 )  # fmt: skip
 KERNEL_FLAGS = ("--HistoryManager.enabled=False", "--Kernel._execute_sleep=0")
-LEAN_KERNEL = Path(__file__).with_name("lean_kernel.py")
-"""The script every kernel runs (`nbagent.kernel.lean_kernel`), by path: no nbagent import in kernels."""
 """ipykernel options of every kernel, launched or forked. ipykernel sleeps 0.5 ms before every
 execute_reply by default, against output reaching clients late; nbagent reads a cell's output until
 the kernel's idle status, which follows it on the same channel, so the sleep only delays it."""
+LEAN_KERNEL = Path(__file__).with_name("lean_kernel.py")
+"""The script every kernel runs (`nbagent.kernel.lean_kernel`), by path: no nbagent import in kernels."""
 _NO_PRIVATE_PROCESSES = (
     "kernel code runs with the host user's rights and can read other processes' /proc/<pid>/environ, "
     "the API keys this program was started with included"

@@ -84,6 +84,7 @@ class LeanKernelApp(IPKernelApp):
 
     def init_control(self, context: Any) -> None:
         super().init_control(context)  # type: ignore[no-untyped-call]
+        self.shell_channel_thread.io_loop.close()  # its constructor made an event loop (fds)
         self.shell_channel_thread = None
 
     def initialize(self, argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """The kernel nbagent runs (`nbagent.kernel.lean_kernel`), on real kernels launched and forked: no shell
-channel thread, no debug records, top-level await and async comprehensions still run; and its memoized
-`_accepts_parameters`."""
+channel thread (and no subshells in its kernel_info reply), no debug records, top-level await and
+async comprehensions still run; and its memoized `_accepts_parameters`."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ async def test_kernels_run_the_lean_kernel_and_async_cells_still_work(start: str
         assert "MainThread" in threads
         assert level == 30  # WARNING, the application's level
         assert subshells is False
+        reply = await kernel._process.client.kernel_info(reply=True, timeout=10)
+        assert reply["content"]["status"] == "ok"
+        assert "kernel subshells" not in reply["content"]["supported_features"]
         awaited = await kernel.execute("import asyncio\nawait asyncio.sleep(0.01)\n6 * 7")
         assert awaited.ok, awaited
         assert isinstance(awaited.outputs[-1], ExecuteResult)
