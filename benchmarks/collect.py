@@ -5,7 +5,9 @@ every call after a fixed latency (200 ms by default) with a scripted 3-step epis
 kernel, print again, submit from the kernel. With zero overhead, C episodes in flight finish
 ``C / (steps * latency)`` episodes per second: that ideal is printed next to the measured rate
 (episodes over the time from the first episode's start to the last result, so the kernel pool's
-start-up is reported apart; use a whole number of waves, ``--per-level``), with their ratio.
+start-up is reported apart; use a whole number of waves, ``--per-level``), with their ratio, and the
+ratio's two factors (Little's law): the mean share of the concurrency in flight, and the ideal
+episode time over the mean one.
 ``--workers N`` runs the episodes in N local worker processes (``collect(workers=N)``) and
 ``--ray-actors N`` on N actors of a local Ray instance, instead of this process (both fork their
 kernels where bubblewrap works, whatever ``--start`` says). Memory: the RSS
@@ -272,8 +274,13 @@ async def run_level(
     waits = sorted(acquired)  # none with workers or Ray: they lease their kernels
     # The first episode's start, from its result (the same for local runs and Ray actors).
     first_start = min(at - traj.wall_s for at, traj in zip(finished, trajs, strict=True))
+    window = max(1e-9, finished[-1] - first_start)
     return {
-        "throughput_eps": len(finished) / max(1e-9, finished[-1] - first_start),
+        "throughput_eps": len(finished) / window,
+        # Little's law: throughput = mean episodes in flight / mean episode time, so the ratio to
+        # the ideal splits into occupancy (in flight / concurrency) x speed (ideal / mean episode).
+        "in_flight": sum(t.wall_s for t in trajs) / window,
+        "episode_s_mean": statistics.mean(t.wall_s for t in trajs),
         "start": f"{start}, {ray_actors} Ray actors"
         if ray_actors
         else f"{start}, {workers} workers"
@@ -302,6 +309,7 @@ def table_row(r: dict[str, Any], cores: int) -> str:
         f"| {r['concurrency']} | {r['start']} | {r['episodes']} | {r['first_result_s']:.1f} | "
         f"{r['throughput_eps']:.2f} | {r['ideal_eps']:.2f} | "
         f"{r['throughput_eps'] / r['ideal_eps']:.0%} | "
+        f"{r['in_flight'] / r['concurrency']:.0%} | {r['ideal_episode_s'] / r['episode_s_mean']:.0%} | "
         f"{r['episode_s_median']:.2f} | {mem['processes']:.0f} | {mem['rss']:.0f} | {mem['pss']:.0f} | "
         f"{mem['pss'] / r['concurrency']:.1f} | {mem['pss_end'] / r['concurrency']:.1f} | "
         f"{r['peak_used_mib']:.0f} | {mem['used_end']:.0f} | "
@@ -348,6 +356,7 @@ def main() -> None:
                         int(workers),
                     )
                     row["ideal_eps"] = level / (steps * args.latency)
+                    row["ideal_episode_s"] = steps * args.latency
                     rows.append(row)
                     print(f"  done: {table_row(row, psutil.cpu_count() or 1)}", file=sys.stderr, flush=True)
         finally:
@@ -359,7 +368,8 @@ def main() -> None:
     print(f"kernels: {kernel_config!r}; {ksm_state()}")
     print(f"ideal = concurrency / ({steps} x latency); CPU per episode between the first and last result\n")
     header = (
-        "| concurrency | kernels | episodes | first result s | episodes/s | ideal | ratio | median episode s "
+        "| concurrency | kernels | episodes | first result s | episodes/s | ideal | ratio | in flight "
+        "| speed | median episode s "
         "| processes | RSS MiB | PSS MiB | PSS per episode | at end | machine +MiB | at end "
         "| acquire p50 / p99 ms | CPU ms/ep host | kernels | server | ksmd | CPU-bound eps/s |"
     )
@@ -369,6 +379,9 @@ def main() -> None:
         print(table_row(r, cores))
     failed = sum(r["not_solved"] for r in rows)
     print(f"\nepisodes not solved (should be 0): {failed}")
+    print("ratio = in flight x speed: in flight = mean episodes in flight (their summed time over the")
+    print("window) / concurrency, below 100% when kernels sit idle (between two episodes, and at the end")
+    print("when no task is left); speed = ideal episode time (steps x latency) / mean episode time.")
     print("CPU-bound eps/s = cores / CPU ms per episode (host + kernels + server + ksmd). kernels: every")
     print("process the level started (kernels, template, bwrap; worker processes or Ray's actors, which run")
     print("the episodes, and Ray's services). PSS per episode: their PSS over the concurrency, once all are")
