@@ -1,6 +1,7 @@
 """The kernel nbagent runs (`nbagent.kernel.lean_kernel`), on real kernels launched and forked: no shell
 channel thread (and no subshells in its kernel_info reply), no debug records, top-level await and
-async comprehensions still run; and its memoized `_accepts_parameters`."""
+async comprehensions still run, IPython's syntax and added transformations too; its memoized
+`_accepts_parameters`; and `plain_python`, checked against IPython's own transformations."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import ast
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from IPython.core.inputtransformer2 import TransformerManager
 
 from nbagent.kernel import KernelConfig, KernelPool, launch
-from nbagent.kernel.lean_kernel import _memoized
-from nbagent.trajectory import ExecuteResult
+from nbagent.kernel.lean_kernel import _memoized, plain_python
+from nbagent.trajectory import CellResult, ExecuteResult, StreamOutput
 
 _INSIDE = (
     "import logging, threading\n"
@@ -75,3 +79,83 @@ def test_accepts_parameters_is_asked_once_per_function_and_answers_copies() -> N
     assert len(calls) == 1
     assert memoized(Shell().run_cell, ["cell_id"]) == {"cell_id": True}
     assert len(calls) == 2
+
+
+_FRAGMENTS = [
+    "x", "total", " ", "  ", "\t", "\n", "\r\n", "=", " = ", "==", "!=", "%", "%%", "!", "?", "??", ",",
+    ";", "/", ">>> ", "... ", "In [1]: ", "[nav] ", "...: ", "(", ")", "[", "]", "'", '"', '"""', "#",
+    "1", "print(x)", "if x:", "    ", "\\", "f'{x!r}'", "a % b", "'100%'", "len", ".", ":", "\x0c",
+    "\r", "\x0b", "\u2028", "\x85", " \n", "\t\n", "x?", "=%", "= !", "\\\n",
+]  # fmt: skip
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=30).map("".join))
+def test_a_plain_python_cell_is_what_ipython_would_make_of_it(cell: str) -> None:
+    if not plain_python(cell):
+        return
+    try:
+        transformed = TransformerManager().transform_cell(cell)
+    except Exception:  # IPython's tokenizer gave up: Python must refuse the cell too
+        with pytest.raises(SyntaxError):
+            compile(cell, "<cell>", "exec")
+        return
+    assert transformed == (cell if cell.endswith("\n") else cell + "\n")
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "%time x = 1\ny = 2",
+        "x = 1\n%who",
+        "%%time\nx = 1",
+        "files = !ls\nfiles",
+        "x = %pwd\nx",
+        "!echo hi\nx = 1",
+        "len?\nx = 1",
+        "x = 1\nlen??",
+        ">>> x = 1\n>>> x",
+        "In [1]: x = 1\n   ...: y = 2",
+        "\nx = 1\ny = 2",
+        "    x = 1\n    y = 2",
+        "x = 1\n,print a b",
+        "x = 1\n/print 1",
+    ],
+)
+def test_ipython_syntax_is_never_taken_for_plain_python(cell: str) -> None:
+    assert TransformerManager().transform_cell(cell) != cell + "\n"  # IPython rewrites it
+    assert not plain_python(cell)
+
+
+def test_plain_python_covers_ordinary_agent_cells() -> None:
+    cells = [
+        "x = 6 * 7\nprint(x)",
+        "import math\nvalues = [math.sqrt(i) for i in range(10)]\nprint(f'{sum(values)!r} is {100 % 7}%')\n",
+        "def f(a, b):\n    return a != b\nprint(f(1, 2), 'why?', 10 % 3)",
+    ]
+    assert all(plain_python(cell) for cell in cells)
+    assert not plain_python("x = 1")  # one line: IPython's dynamic transformations apply
+
+
+def _stdout(result: CellResult) -> str:
+    return "".join(o.text for o in result.outputs if isinstance(o, StreamOutput) and o.name == "stdout")
+
+
+async def test_the_lean_kernel_still_runs_ipython_syntax_and_added_transformations() -> None:
+    async with KernelPool(1, KernelConfig(sandbox=True), start="launch") as pool:
+        kernel = pool.kernels[0]
+        timed = await kernel.execute("%time y = 6 * 7\nprint(y)")
+        assert timed.ok, timed
+        assert "Wall time" in _stdout(timed)
+        assert _stdout(timed).rstrip().endswith("42")
+        shell = await kernel.execute("lines = !echo one two\nprint(lines)")
+        assert shell.ok, shell
+        assert "one two" in _stdout(shell)
+        added = await kernel.execute(
+            "get_ipython().input_transformers_cleanup.append(\n"
+            "    lambda lines: [line.replace('SIX', '6') for line in lines])"
+        )
+        assert added.ok, added
+        transformed = await kernel.execute("x = SIX * 7\nprint(x)")
+        assert transformed.ok, transformed
+        assert _stdout(transformed).strip() == "42"
