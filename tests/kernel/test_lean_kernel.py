@@ -89,6 +89,7 @@ _FRAGMENTS = [
 ]  # fmt: skip
 
 
+@pytest.mark.filterwarnings("ignore:`make_tokens_by_line` received:UserWarning")  # IPython on \u2028 etc.
 @settings(max_examples=500)
 @given(st.lists(st.sampled_from(_FRAGMENTS), max_size=30).map("".join))
 def test_a_plain_python_cell_is_what_ipython_would_make_of_it(cell: str) -> None:
