@@ -68,7 +68,10 @@ class BareKernel:
     only in what nbagent adds. `lean`: the kernel is nbagent's `lean_kernel` instead of stock
     ipykernel (its own kernel spec in `spec_dir`), which isolates what that kernel changes."""
 
-    def __init__(self, *, lean: bool = False, spec_dir: Path | None = None) -> None:
+    def __init__(
+        self, *, lean: bool = False, spec_dir: Path | None = None, packer: str | None = None
+    ) -> None:
+        self.packer = packer  # jupyter_client's message serializer on both sides; None: its default
         if not lean:
             self.km = AsyncKernelManager(kernel_name="python3", transport="ipc")
             return
@@ -81,7 +84,11 @@ class BareKernel:
         self.km = AsyncKernelManager(kernel_name="nbagent-lean", transport="ipc", kernel_spec_manager=specs)
 
     async def start(self) -> None:
-        await self.km.start_kernel(extra_arguments=["--HistoryManager.enabled=False"])
+        options = ["--HistoryManager.enabled=False"]
+        if self.packer is not None:
+            self.km.session.packer = self.packer
+            options.append(f"--Session.packer={self.packer}")
+        await self.km.start_kernel(extra_arguments=options)
         self.kc = self.km.client()
         self.kc.start_channels()
         await self.kc.wait_for_ready(timeout=60)
@@ -196,6 +203,30 @@ async def bench_lean_kernel(runs: int) -> list[Row]:
     ]
 
 
+async def bench_packer(runs: int) -> list[Row]:
+    """The same bare client and lean kernel, their messages serialized by orjson (jupyter_client's
+    default where it is installed, as nbagent installs it) and by the json module."""
+    with tempfile.TemporaryDirectory() as spec_dir:
+        fast = BareKernel(lean=True, spec_dir=Path(spec_dir), packer="orjson")
+        slow = BareKernel(lean=True, spec_dir=Path(spec_dir), packer="json")
+        await fast.start()
+        await slow.start()
+        try:
+            code = "x = 6 * 7\nprint(x)"
+            ours, theirs = await _alternate(lambda: fast.execute(code), lambda: slow.execute(code), runs)
+        finally:
+            await fast.shutdown()
+            await slow.shutdown()
+    return [
+        (
+            "bare client and lean kernel, `x = 6 * 7; print(x)`: orjson messages (median)",
+            _ms(statistics.median(ours)),
+            f"json module {_ms(statistics.median(theirs))}",
+            f"{statistics.median(ours) / statistics.median(theirs):.2f}x",
+        )
+    ]
+
+
 async def bench_pool(size: int, cells: int) -> list[Row]:
     code = "sum(i * i for i in range(200_000))"
 
@@ -278,6 +309,7 @@ async def main(args: argparse.Namespace) -> None:
     rows = await bench_start(args.starts)
     rows += await bench_cells(args.runs)
     rows += await bench_lean_kernel(args.runs)
+    rows += await bench_packer(args.runs)
     rows += await bench_pool(args.pool_size, args.pool_cells)
     rows += await bench_isolation(args.starts, args.runs)
     print(f"python {sys.version.split()[0]}, {args.runs} runs per cell measure")
