@@ -181,50 +181,37 @@ async def bench_cells(runs: int) -> list[Row]:
     ]
 
 
+async def _bare_pair(ours: BareKernel, theirs: BareKernel, runs: int, what: str, baseline: str) -> Row:
+    """`x = 6 * 7; print(x)` from the bare client on two kernels, rounds alternating."""
+    await ours.start()
+    await theirs.start()
+    try:
+        code = "x = 6 * 7\nprint(x)"
+        a, b = await _alternate(lambda: ours.execute(code), lambda: theirs.execute(code), runs)
+    finally:
+        await ours.shutdown()
+        await theirs.shutdown()
+    return (
+        f"{what}, `x = 6 * 7; print(x)` (median)",
+        _ms(statistics.median(a)),
+        f"{baseline} {_ms(statistics.median(b))}",
+        f"{statistics.median(a) / statistics.median(b):.2f}x",
+    )
+
+
 async def bench_lean_kernel(runs: int) -> list[Row]:
-    """The same bare client against nbagent's lean kernel and against stock ipykernel."""
+    """The same bare client against nbagent's lean kernel and against stock ipykernel; then, on the
+    lean kernel, messages serialized by orjson (jupyter_client's default where it is installed, as
+    nbagent installs it) against the json module."""
     with tempfile.TemporaryDirectory() as spec_dir:
-        stock, lean = BareKernel(), BareKernel(lean=True, spec_dir=Path(spec_dir))
-        await stock.start()
-        await lean.start()
-        try:
-            code = "x = 6 * 7\nprint(x)"
-            ours, theirs = await _alternate(lambda: lean.execute(code), lambda: stock.execute(code), runs)
-        finally:
-            await lean.shutdown()
-            await stock.shutdown()
-    return [
-        (
-            "bare client, cell `x = 6 * 7; print(x)`: lean kernel (median)",
-            _ms(statistics.median(ours)),
-            f"stock ipykernel {_ms(statistics.median(theirs))}",
-            f"{statistics.median(ours) / statistics.median(theirs):.2f}x",
-        )
-    ]
-
-
-async def bench_packer(runs: int) -> list[Row]:
-    """The same bare client and lean kernel, their messages serialized by orjson (jupyter_client's
-    default where it is installed, as nbagent installs it) and by the json module."""
-    with tempfile.TemporaryDirectory() as spec_dir:
+        lean = BareKernel(lean=True, spec_dir=Path(spec_dir))
+        kernel = await _bare_pair(lean, BareKernel(), runs, "bare client: lean kernel", "stock ipykernel")
         fast = BareKernel(lean=True, spec_dir=Path(spec_dir), packer="orjson")
         slow = BareKernel(lean=True, spec_dir=Path(spec_dir), packer="json")
-        await fast.start()
-        await slow.start()
-        try:
-            code = "x = 6 * 7\nprint(x)"
-            ours, theirs = await _alternate(lambda: fast.execute(code), lambda: slow.execute(code), runs)
-        finally:
-            await fast.shutdown()
-            await slow.shutdown()
-    return [
-        (
-            "bare client and lean kernel, `x = 6 * 7; print(x)`: orjson messages (median)",
-            _ms(statistics.median(ours)),
-            f"json module {_ms(statistics.median(theirs))}",
-            f"{statistics.median(ours) / statistics.median(theirs):.2f}x",
+        packer = await _bare_pair(
+            fast, slow, runs, "bare client, lean kernel: orjson messages", "json module"
         )
-    ]
+    return [kernel, packer]
 
 
 async def bench_pool(size: int, cells: int) -> list[Row]:
@@ -309,7 +296,6 @@ async def main(args: argparse.Namespace) -> None:
     rows = await bench_start(args.starts)
     rows += await bench_cells(args.runs)
     rows += await bench_lean_kernel(args.runs)
-    rows += await bench_packer(args.runs)
     rows += await bench_pool(args.pool_size, args.pool_cells)
     rows += await bench_isolation(args.starts, args.runs)
     print(f"python {sys.version.split()[0]}, {args.runs} runs per cell measure")
