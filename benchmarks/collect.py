@@ -92,10 +92,12 @@ def start_server(latency: float, workdir: Path) -> tuple[subprocess.Popen[bytes]
 
 
 def kernel_processes(before: set[int], server: psutil.Process) -> list[psutil.Process]:
-    """Every process the level started (not running in `before`): kernels, their templates and bwrap,
-    and with Ray its actors and services. The fake server and this process are not counted."""
-    skip = before | {server.pid, os.getpid()}
-    return [proc for proc in psutil.process_iter() if proc.pid not in skip]
+    """Every process the level started (this process's descendants not running in `before`):
+    kernels, their templates and bwrap, worker processes, and with Ray its actors and services. The
+    fake server is not counted, nor any other process of the machine (one that ends during the level
+    would make its CPU look negative)."""
+    skip = before | {server.pid}
+    return [proc for proc in psutil.Process().children(recursive=True) if proc.pid not in skip]
 
 
 def used_memory_mib() -> float:
