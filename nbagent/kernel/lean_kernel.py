@@ -16,8 +16,8 @@ what they save together is measured in ``benchmarks/kernel.py``):
 - A cell without the word ``await`` or ``async`` is not compiled a second time to learn whether it
   has a top-level ``await``.
 - A cell of several lines without IPython's syntax (no ``%magic``, ``!command``, ``obj?``, pasted
-  prompt or leading indent: `plain_python`) skips IPython's input transformations, which tokenize
-  it to leave it as it is (80 µs for a two-line cell, 240 µs for eight lines).
+  prompt, leading indent or line of only blanks: `plain_python`) skips IPython's input
+  transformations, which tokenize it to leave it as it is (see ``docs/kernel.md`` for the figures).
 
 Runs as a script (``python -P lean_kernel.py -f CONNECTION_FILE ...``, like ``ipykernel_launcher``)
 and is imported by file in the fork template. It imports only the standard library, ipykernel and IPython.
