@@ -30,10 +30,12 @@ import threading
 from typing import Any
 
 from ipykernel import ipkernel
+from ipykernel.iostream import OutStream
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.zmqshell import ZMQInteractiveShell
 from IPython.core.inputtransformer2 import TransformerManager
+from traitlets import DottedObjectName
 
 _SPECIAL_START = re.compile(r"\s*(?:[%!?,;/]|>>>|\.\.\.|In \[|\[nav\]|\[ins\])")
 """IPython's escapes (``%magic``, ``!command``, ``?obj``, ``,f a``, ``;f a``, ``/f a``) and pasted
@@ -122,10 +124,27 @@ class LeanKernel(IPythonKernel):
         return False
 
 
+class LeanOutStream(OutStream):
+    """`OutStream` whose `flush` returns at once when nothing was written since the last one.
+
+    ipykernel flushes stdout and stderr before every reply, and each flush waits for a round trip
+    through the IOPub thread even when there is nothing to send. Written text always has a flush
+    pending (`write` schedules one), so this skips only flushes that would send nothing.
+    """
+
+    def flush(self) -> None:
+        with self._buffer_lock:
+            idle = not (self._flush_pending or self._subprocess_flush_pending or self._buffers)
+        if not idle:
+            super().flush()  # type: ignore[no-untyped-call]
+
+
 class LeanKernelApp(IPKernelApp):
-    """`IPKernelApp` that starts a `LeanKernel`: no shell channel thread, no debug records."""
+    """`IPKernelApp` that starts a `LeanKernel` (no shell channel thread) with `LeanOutStream`s, and
+    no debug records."""
 
     kernel_class = LeanKernel
+    outstream_class = DottedObjectName(f"{__name__}.LeanOutStream")
 
     def init_control(self, context: Any) -> None:
         super().init_control(context)  # type: ignore[no-untyped-call]
