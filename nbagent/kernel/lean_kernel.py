@@ -1,6 +1,6 @@
 """ipykernel's kernel with less work per message: what every nbagent kernel runs.
 
-The same `IPythonKernel` and Jupyter protocol, with five costs of ipykernel 7 and IPython removed that
+The same `IPythonKernel` and Jupyter protocol, with six costs of ipykernel 7 and IPython removed that
 py-spy found on a kernel running ``x = 6 * 7; print(x)`` cells (each a few percent of its CPU per cell;
 what they save together is measured in ``benchmarks/kernel.py``):
 
@@ -18,9 +18,17 @@ what they save together is measured in ``benchmarks/kernel.py``):
 - A cell of several lines without IPython's syntax (no ``%magic``, ``!command``, ``obj?``, pasted
   prompt, leading indent or line of only blanks: `plain_python`) skips IPython's input
   transformations, which tokenize it to leave it as it is (see ``docs/kernel.md`` for the figures).
+- A flush of stdout or stderr with nothing written since the last one does not wait for a round trip
+  through the IOPub thread (ipykernel flushes both before every reply).
+
+One change is a fix, not a saving: an input request (a tool call) waits until a frontend's stdin
+socket has connected. A client connects its sockets when the kernel starts, before the kernel listens,
+and ZMQ retries each on its own timer; the kernel's ROUTER socket drops a message to a peer that has
+not connected yet, so a tool called in the first cell could be lost and the cell hang to its timeout.
 
 Runs as a script (``python -P lean_kernel.py -f CONNECTION_FILE ...``, like ``ipykernel_launcher``)
-and is imported by file in the fork template. It imports only the standard library, ipykernel and IPython.
+and is imported by file in the fork template. It imports only the standard library, ipykernel, IPython
+and traitlets.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import re
 import threading
 from typing import Any
 
+import zmq
 from ipykernel import ipkernel
 from ipykernel.iostream import OutStream
 from ipykernel.ipkernel import IPythonKernel
@@ -36,12 +45,15 @@ from ipykernel.kernelapp import IPKernelApp
 from ipykernel.zmqshell import ZMQInteractiveShell
 from IPython.core.inputtransformer2 import TransformerManager
 from traitlets import DottedObjectName
+from zmq.utils.monitor import recv_monitor_message
 
 _SPECIAL_START = re.compile(r"\s*(?:[%!?,;/]|>>>|\.\.\.|In \[|\[nav\]|\[ins\])")
 """IPython's escapes (``%magic``, ``!command``, ``?obj``, ``,f a``, ``;f a``, ``/f a``) and pasted
 prompts (``>>>``, ``...``, ``In [1]:``), at the start of a line."""
 _SPECIAL_ASSIGN = re.compile(r"=\s*[%!]")
 """``a = %magic`` and ``a = !command``."""
+_PEER_POLL_MS = 50
+"""How often a kernel waiting for its stdin peer looks for a Ctrl-C (an interrupt)."""
 _STOCK = TransformerManager()  # type: ignore[no-untyped-call]
 """IPython's own transformations, to tell whether a shell's were changed (an extension's added)."""
 
@@ -118,10 +130,31 @@ class LeanKernel(IPythonKernel):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.shell_channel_thread = _NoShellChannelThread()
+        self.stdin_monitor: zmq.Socket[bytes] | None = None
+        """Events of the stdin socket's connections (set by `LeanKernelApp`; None once one connected)."""
 
     @property
     def _supports_kernel_subshells(self) -> bool:
         return False
+
+    def _input_request(self, prompt: str, ident: Any, parent: Any, password: bool = False) -> str:
+        self._await_stdin_peer()
+        value: str = super()._input_request(prompt, ident, parent, password)
+        return value
+
+    def _await_stdin_peer(self) -> None:
+        """Until a frontend's stdin socket has connected (at once after the first time)."""
+        monitor = self.stdin_monitor
+        if monitor is None:
+            return
+        while not (
+            monitor.poll(_PEER_POLL_MS)
+            and recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+        ):
+            pass
+        self.stdin_monitor = None
+        self.stdin_socket.disable_monitor()
+        monitor.close(linger=0)
 
 
 class LeanOutStream(OutStream):
@@ -145,6 +178,17 @@ class LeanKernelApp(IPKernelApp):
 
     kernel_class = LeanKernel
     outstream_class = DottedObjectName(f"{__name__}.LeanOutStream")
+    stdin_monitor: zmq.Socket[bytes] | None = None
+
+    def _bind_socket(self, s: zmq.Socket[bytes], port: int) -> int:
+        if s is self.stdin_socket:  # watched from before it listens, so no connection is missed
+            self.stdin_monitor = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        bound: int = super()._bind_socket(s, port)  # type: ignore[no-untyped-call]
+        return bound
+
+    def init_kernel(self) -> None:
+        super().init_kernel()  # type: ignore[no-untyped-call]
+        self.kernel.stdin_monitor = self.stdin_monitor
 
     def init_control(self, context: Any) -> None:
         super().init_control(context)  # type: ignore[no-untyped-call]

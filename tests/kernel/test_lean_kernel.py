@@ -6,14 +6,20 @@ async comprehensions still run, IPython's syntax and added transformations too; 
 from __future__ import annotations
 
 import ast
+import json
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from IPython.core.inputtransformer2 import TransformerManager
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
 
-from nbagent.kernel import KernelConfig, KernelPool, launch
+from nbagent.kernel import KernelConfig, KernelPool, launch, lean_kernel
 from nbagent.kernel.lean_kernel import _memoized, plain_python
 from nbagent.trajectory import CellResult, ExecuteResult, StreamOutput
 
@@ -160,3 +166,32 @@ async def test_the_lean_kernel_still_runs_ipython_syntax_and_added_transformatio
         transformed = await kernel.execute("x = SIX * 7\nprint(x)")
         assert transformed.ok, transformed
         assert _stdout(transformed).strip() == "42"
+
+
+def test_an_input_request_waits_for_a_stdin_socket_that_connects_late(tmp_path: Path) -> None:
+    """A client whose stdin socket connects after the kernel listens (ZMQ retries each socket on its
+    own timer) still gets the first input request: the kernel's ROUTER socket would drop it."""
+    folder = tmp_path / "nbagent-lean"
+    folder.mkdir()
+    argv = [sys.executable, "-P", lean_kernel.__file__, "-f", "{connection_file}"]
+    (folder / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python"}))
+    km = KernelManager(
+        kernel_name="nbagent-lean", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path)])
+    )
+    km.start_kernel(extra_arguments=["--HistoryManager.enabled=False"])
+    try:
+        kc = km.client()
+        kc.start_channels(stdin=False, hb=False)
+        kc.wait_for_ready(timeout=60)
+        msg_id = kc.execute("get_ipython().kernel.raw_input('name?')", allow_stdin=True)
+        time.sleep(0.5)  # the request is sent with no stdin peer connected
+        request = kc.get_stdin_msg(timeout=10)  # connects the stdin socket, then waits
+        assert (request["msg_type"], request["content"]["prompt"]) == ("input_request", "name?")
+        kc.input("Ada")
+        reply = kc.get_shell_msg(timeout=10)
+        assert (reply["parent_header"]["msg_id"], reply["content"]["status"]) == (msg_id, "ok")
+        while (msg := kc.get_iopub_msg(timeout=10))["msg_type"] != "execute_result":
+            pass
+        assert msg["content"]["data"]["text/plain"] == "'Ada'"
+    finally:
+        km.shutdown_kernel(now=True)
