@@ -7,7 +7,7 @@ notepad set-up is included); smolagents runs it in its local Python executor (an
 same process). Both run here, in the same process, one after the other, `--repeats` times; the table
 shows the median per-step time and the ratio nbagent / smolagents (below 1 means nbagent is faster).
 
-    .venv/bin/python benchmarks/agent_overhead.py [--repeats 3]
+    .venv/bin/python benchmarks/agent_overhead.py [--repeats 3] [--cells trivial numpy]
 """
 
 from __future__ import annotations
@@ -89,13 +89,13 @@ def time_smolagents(code: str) -> float:
     return elapsed / STEPS
 
 
-async def main(repeats: int) -> None:
+async def main(repeats: int, cells: dict[str, str]) -> None:
     logging.getLogger("smolagents").setLevel(logging.ERROR)
     rows = []
     async with Kernel() as kernel:
         await time_nbagent("print(1)", kernel)  # warm-up: imports, first cell
         time_smolagents("print(1)")
-        for name, code in CELLS.items():
+        for name, code in cells.items():
             ours = [await time_nbagent(code, kernel) for _ in range(repeats)]
             theirs = [time_smolagents(code) for _ in range(repeats)]
             rows.append((name, statistics.median(ours), statistics.median(theirs)))
@@ -116,4 +116,9 @@ async def main(repeats: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    asyncio.run(main(parser.parse_args().repeats))
+    parser.add_argument(
+        "--cells", nargs="+", choices=[name.split()[0] for name in CELLS], help="cell kinds (default: all)"
+    )
+    args = parser.parse_args()
+    chosen = {name: code for name, code in CELLS.items() if not args.cells or name.split()[0] in args.cells}
+    asyncio.run(main(args.repeats, chosen))

@@ -9,17 +9,11 @@ that died or hung is up to the `Kernel`.
 from __future__ import annotations
 
 import enum
-import hmac
-import math
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import zmq
-import zmq.asyncio
-from jupyter_client.session import Session
-
-from nbagent.errors import KernelError
+from nbagent.kernel.channels import Readable, drain
 from nbagent.kernel.outputs import OutputCollector
 from nbagent.kernel.process import ProcessHandle
 from nbagent.kernel.stdin import InputAnswers
@@ -87,46 +81,32 @@ async def follow(
     giving it `grace_s` more to stop. `answers` answers its input requests (None: stdin is not read)."""
     kc = process.client
     iopub, shell, stdin = kc.iopub_channel.socket, kc.shell_channel.socket, kc.stdin_channel.socket
-    # Plain (non-async) views of the same sockets, to read what is waiting without more polls.
-    readers: dict[zmq.asyncio.Socket, zmq.Socket[bytes]] = {
-        sock: zmq.Socket.shadow(sock.underlying) for sock in (iopub, shell, stdin)
-    }
-    poller = zmq.asyncio.Poller()
-    poller.register(iopub, zmq.POLLIN)
-    poller.register(shell, zmq.POLLIN)
-    if answers is not None:
-        poller.register(stdin, zmq.POLLIN)
     interrupted_at: float | None = None
-    while not run.finished(now := time.monotonic()):
-        if interrupted_at is None and now >= deadline:
-            interrupted_at = now
-            run.interrupted = True
-            await process.interrupt()
-            continue
-        limit = deadline if interrupted_at is None else interrupted_at + grace_s
-        if interrupted_at is not None and now >= limit:
-            return CellEnd.STUCK
-        wait_ms = max(1, math.ceil(1000 * min(_ALIVE_CHECK_S, limit - now)))
-        try:
-            events = dict(await poller.poll(wait_ms))
-        except zmq.ZMQError:
-            events = {}
-        if not events:
-            if not process.alive:
-                return CellEnd.DIED
-            continue
-        if iopub in events:
-            for msg in _drain(readers[iopub], kc.session):
+    with Readable([iopub, shell] if answers is None else [iopub, shell, stdin]) as readable:
+        if answers is not None:
+            answers.on_sent = readable.wake
+        while True:
+            for msg in drain(iopub, kc.session):
                 run.on_iopub(msg)
-        if shell in events:
-            for msg in _drain(readers[shell], kc.session):
+            for msg in drain(shell, kc.session):
                 run.on_shell(msg)
-        if answers is None or stdin not in events:
-            continue
-        for msg in _drain(readers[stdin], kc.session):
-            if msg["msg_type"] == "input_request":
-                answers.answer(msg["content"])
-    return CellEnd.REPLIED
+            if answers is not None:
+                for msg in drain(stdin, kc.session):
+                    if msg["msg_type"] == "input_request":
+                        answers.answer(msg["content"])
+            now = time.monotonic()
+            if run.finished(now):
+                return CellEnd.REPLIED
+            if interrupted_at is None and now >= deadline:
+                interrupted_at = now
+                run.interrupted = True
+                await process.interrupt()
+                continue
+            limit = deadline if interrupted_at is None else interrupted_at + grace_s
+            if interrupted_at is not None and now >= limit:
+                return CellEnd.STUCK
+            if not await readable.wait(min(_ALIVE_CHECK_S, limit - now)) and not process.alive:
+                return CellEnd.DIED
 
 
 def cell_result(code: str, started: float, run: CellRun, timed_out: float | None) -> CellResult:
@@ -170,32 +150,3 @@ def cell_result(code: str, started: float, run: CellRun, timed_out: float | None
 def join_notes(*notes: str | None) -> str | None:
     """The notes that are set, joined into one (None when none is)."""
     return " ".join(note for note in notes if note) or None
-
-
-def _drain(socket: zmq.Socket[bytes], session: Session) -> list[dict[str, Any]]:
-    """Every message waiting on `socket`, received without waiting (one poll per burst of output
-    instead of one per message: the host's main cost per cell)."""
-    messages: list[dict[str, Any]] = []
-    while True:
-        try:
-            frames = socket.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return messages
-        messages.append(_decode(frames, session))
-
-
-def _decode(frames: list[bytes], session: Session) -> dict[str, Any]:
-    """The parts of a Jupyter message this module reads, signature checked. Lighter than
-    `Session.deserialize`, which also turns every date string of the headers into a datetime."""
-    parts = cast(list[bytes], session.feed_identities(frames)[1])  # copied frames: bytes
-    if len(parts) < 5:
-        raise KernelError(f"malformed message from the kernel: {len(parts)} frames")
-    if session.auth is not None and not hmac.compare_digest(parts[0], session.sign(parts[1:5])):
-        raise KernelError("a message from the kernel has an invalid signature")
-    header = session.unpack(parts[1])
-    return {
-        "header": header,
-        "msg_type": header["msg_type"],
-        "parent_header": session.unpack(parts[2]),
-        "content": session.unpack(parts[4]),
-    }

@@ -20,16 +20,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import weakref
 from pathlib import Path
 
 import zmq
-import zmq.asyncio
-from jupyter_client.asynchronous.client import AsyncKernelClient
+from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
 from nbagent.errors import ConfigError, KernelError
+from nbagent.kernel import channels
 from nbagent.kernel.boot import BOOT_MODULE
 from nbagent.kernel.config import KernelConfig
 from nbagent.kernel.env_vars import kernel_environment, kernel_process_environment
@@ -47,10 +46,6 @@ log = logging.getLogger("nbagent.kernel")
 
 _FORKSERVER = Path(__file__).with_name("forkserver.py")
 _INKERNEL = Path(__file__).with_name("inkernel.py")
-_READY_POLL_S = 0.05
-_KERNEL_INFO_EVERY_S = 1.0
-_MAX_SOCKETS = 65536
-"""Sockets of one context: five per kernel (ZMQ's default, 1023, stops at about 200 kernels)."""
 
 
 def fork_unavailable(config: KernelConfig) -> str | None:
@@ -80,10 +75,8 @@ class ForkServer:
         self._live: set[int] = set()
         self._exits: dict[int, int | None] = {}
         self._counter = 0
-        self.context = zmq.asyncio.Context()
-        """The one ZMQ context of every forked kernel's client (a context per client would mean a
-        thread per kernel in the host, and a blocking clean-up of each when it is dropped)."""
-        self.context.set(zmq.MAX_SOCKETS, _MAX_SOCKETS)
+        self.context = channels.new_context()
+        """The one ZMQ context of every forked kernel's client."""
         self._starting = asyncio.Lock()
         self._closed = False
         self._finalizer = weakref.finalize(self, _kill_group, None)
@@ -272,7 +265,7 @@ class ForkedProcess:
     def __init__(self, server: ForkServer) -> None:
         self.server = server
         self._pid: int | None = None
-        self._kc: AsyncKernelClient | None = None
+        self._kc: BlockingKernelClient | None = None
 
     @property
     def alive(self) -> bool:
@@ -285,7 +278,7 @@ class ForkedProcess:
         return self._pid if self.alive else None
 
     @property
-    def client(self) -> AsyncKernelClient:
+    def client(self) -> BlockingKernelClient:
         """The client of the kernel's channels."""
         assert self._kc is not None
         return self._kc
@@ -319,39 +312,14 @@ class ForkedProcess:
         self._pid = await self.server.spawn(
             connection_file=connection_file, state_dir=state_dir, workspace=workspace, env=env
         )
-        kc = AsyncKernelClient(connection_file=str(connection_file), context=self.server.context)
-        kc.load_connection_file()
-        kc.start_channels(hb=False)
-        self._kc = kc
-        await self._wait_ready(kc, config.start_timeout_s, state_dir)
-
-    async def _wait_ready(self, kc: AsyncKernelClient, timeout_s: float, state_dir: Path) -> None:
-        """Until the kernel answers a kernel_info request on the shell channel and its output channel
-        carries a status of one (so no output of the first cell can be missed). A request sent before
-        the kernel listened may be lost: it is sent again, less and less often."""
-        deadline = time.monotonic() + timeout_s
-        asked: set[str] = set()
-        replied = published = False
-        next_ask, every = time.monotonic(), _READY_POLL_S
-        while not (replied and published):
-            now = time.monotonic()
-            if not self.alive:
-                cause = self.death_cause(self.server.config)
-                tail = log_tail(state_dir) or "(empty)"
-                raise KernelError(f"the kernel died while starting ({cause}). Its log ends with:\n{tail}")
-            if now > deadline:
-                raise KernelError(f"the kernel did not answer within {timeout_s:g} s of being forked")
-            if now >= next_ask:
-                asked.add(kc.kernel_info())
-                next_ask, every = now + every, min(2 * every, _KERNEL_INFO_EVERY_S)
-            for channel, is_shell in ((kc.shell_channel, True), (kc.iopub_channel, False)):
-                while await channel.msg_ready():
-                    msg = await channel.get_msg(timeout=0)
-                    if msg["parent_header"].get("msg_id") in asked:
-                        replied = replied or is_shell
-                        published = published or not is_shell
-            if not (replied and published):
-                await _poll(kc, min(_READY_POLL_S, max(0.0, next_ask - now)))
+        self._kc = kc = channels.client(str(connection_file), self.server.context)
+        if await channels.wait_ready(kc, timeout_s=config.start_timeout_s, alive=lambda: self.alive):
+            return
+        if not self.alive:
+            cause = self.death_cause(self.server.config)
+            tail = log_tail(state_dir) or "(empty)"
+            raise KernelError(f"the kernel died while starting ({cause}). Its log ends with:\n{tail}")
+        raise KernelError(f"the kernel did not answer within {config.start_timeout_s:g} s of being forked")
 
     async def interrupt(self) -> None:
         """Interrupt the running cell with an interrupt_request on the control channel."""
@@ -373,10 +341,3 @@ class ForkedProcess:
         """Kill the process now (also run when the `Kernel` is dropped)."""
         if self._pid is not None:
             self.server.kill(self._pid)
-
-
-async def _poll(kc: AsyncKernelClient, timeout_s: float) -> None:
-    poller = zmq.asyncio.Poller()
-    poller.register(kc.shell_channel.socket, zmq.POLLIN)
-    poller.register(kc.iopub_channel.socket, zmq.POLLIN)
-    await poller.poll(int(timeout_s * 1000))

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Protocol
 
 import zmq
-from jupyter_client.asynchronous.client import AsyncKernelClient
+from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
 from nbagent.errors import KernelError
+from nbagent.kernel import channels
 from nbagent.kernel.config import KernelConfig
 from nbagent.kernel.env_vars import kernel_process_environment
 from nbagent.kernel.launch import launch_plan
@@ -111,7 +112,7 @@ class ProcessHandle(Protocol):
     @property
     def pid(self) -> int | None: ...
     @property
-    def client(self) -> AsyncKernelClient: ...
+    def client(self) -> BlockingKernelClient: ...
     def death_cause(self, config: KernelConfig) -> str: ...
     async def launch(self, config: KernelConfig, *, workspace: Path, state_dir: Path) -> None: ...
     async def interrupt(self) -> None: ...
@@ -126,7 +127,7 @@ class KernelProcess:
 
     def __init__(self) -> None:
         self._km: AsyncKernelManager | None = None
-        self._kc: AsyncKernelClient | None = None
+        self._kc: BlockingKernelClient | None = None
         self._guard = _ProcessGuard()
         self._wrapped = False
         """Whether the current process runs under bwrap (set at each launch)."""
@@ -143,7 +144,7 @@ class KernelProcess:
         return process.pid if process is not None and process.poll() is None else None
 
     @property
-    def client(self) -> AsyncKernelClient:
+    def client(self) -> BlockingKernelClient:
         """The client of the launched process's channels."""
         assert self._kc is not None
         return self._kc
@@ -180,15 +181,16 @@ class KernelProcess:
             except OSError as exc:
                 raise KernelError(f"could not launch the kernel process: {exc}") from exc
         self._guard.process = km.provisioner.process  # type: ignore[union-attr]
-        kc = km.client()
-        kc.start_channels(hb=False)  # its death shows in the process itself: no thread per kernel
-        self._kc = kc
-        try:
-            await kc.wait_for_ready(timeout=config.start_timeout_s)
-        except (RuntimeError, TimeoutError) as exc:
+        self._kc = kc = channels.client(km.connection_file, channels.shared_context())
+        if not await channels.wait_ready(kc, timeout_s=config.start_timeout_s, alive=self._guard.alive):
+            why = (
+                f"it died ({self.death_cause(config)})"
+                if not self._guard.alive()
+                else f"it did not answer within {config.start_timeout_s:g} s"
+            )
             raise KernelError(
-                f"the kernel did not start ({exc}). Its log ends with:\n{log_tail(state_dir) or '(empty)'}"
-            ) from exc
+                f"the kernel did not start: {why}. Its log ends with:\n{log_tail(state_dir) or '(empty)'}"
+            )
 
     async def interrupt(self) -> None:
         """Interrupt the running cell (a signal or an interrupt_request, as the launch plan says)."""

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from jupyter_client.asynchronous.client import AsyncKernelClient
+from jupyter_client.client import KernelClient
 
 InputHandler = Callable[[str, bool], Awaitable[str]]
 """Answers an ``input_request`` of the kernel: gets (prompt, password), returns the reply text."""
@@ -22,10 +22,12 @@ _CANCEL_WAIT_S = 1.0
 class InputAnswers:
     """The answers to one cell's input requests, each computed by `handler` in a task of its own."""
 
-    def __init__(self, kc: AsyncKernelClient, handler: InputHandler) -> None:
+    def __init__(self, kc: KernelClient, handler: InputHandler) -> None:
         self._kc = kc
         self._handler = handler
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_sent: Callable[[], None] | None = None
+        """Called after each reply is sent (the reader of the stdin channel wakes: see `Readable.wake`)."""
 
     def answer(self, request: dict[str, Any]) -> None:
         """Start answering the content of an ``input_request``."""
@@ -47,3 +49,5 @@ class InputAnswers:
             log.exception("the input handler failed; the kernel gets EOFError")
             value = EOF_REPLY
         self._kc.input(value)
+        if self.on_sent is not None:
+            self.on_sent()

@@ -24,10 +24,11 @@ from nbagent.kernel.lean_kernel import _memoized, plain_python
 from nbagent.trajectory import CellResult, ExecuteResult, StreamOutput
 
 _INSIDE = (
-    "import logging, threading\n"
+    "import logging, sys, threading\n"
     "_k = get_ipython().kernel\n"
     "(type(_k).__name__, type(_k.shell).__name__, sorted(t.name for t in threading.enumerate()),\n"
-    " _k.log.getEffectiveLevel(), _k._supports_kernel_subshells)"
+    " _k.log.getEffectiveLevel(), _k._supports_kernel_subshells, type(sys.stdout).__name__,\n"
+    " type(sys.stderr).__name__)"
 )
 
 
@@ -48,13 +49,14 @@ async def test_kernels_run_the_lean_kernel_and_async_cells_still_work(start: str
         assert inside.ok, inside
         output = inside.outputs[-1]
         assert isinstance(output, ExecuteResult)
-        name, shell, threads, level, subshells = ast.literal_eval(output.data["text/plain"])
+        name, shell, threads, level, subshells, *streams = ast.literal_eval(output.data["text/plain"])
         assert (name, shell) == ("LeanKernel", "LeanShell")
+        assert streams == ["LeanOutStream", "LeanOutStream"]
         assert "Shell channel" not in threads
         assert "MainThread" in threads
         assert level == 30  # WARNING, the application's level
         assert subshells is False
-        reply = await kernel._process.client.kernel_info(reply=True, timeout=10)
+        reply = kernel._process.client.kernel_info(reply=True, timeout=10)
         assert reply["content"]["status"] == "ok"
         assert "kernel subshells" not in reply["content"]["supported_features"]
         awaited = await kernel.execute("import asyncio\nawait asyncio.sleep(0.01)\n6 * 7")
@@ -166,6 +168,35 @@ async def test_the_lean_kernel_still_runs_ipython_syntax_and_added_transformatio
         transformed = await kernel.execute("x = SIX * 7\nprint(x)")
         assert transformed.ok, transformed
         assert _stdout(transformed).strip() == "42"
+
+
+async def test_each_cells_output_arrives_with_that_cell_when_quiet_cells_skip_their_flushes() -> None:
+    """Silent cells skip the flush round trips; text written at a cell's very end (no newline, to
+    stderr, from a thread that ends with the cell) still comes with that cell, never with the next.
+    The order between stdout and stderr is not kept (each stream flushes on its own timer, as in
+    ipykernel), so each stream is compared on its own."""
+    async with KernelPool(1, KernelConfig(sandbox=True), start="launch") as pool:
+        kernel = pool.kernels[0]
+        cells = [
+            ("import sys, threading", "", ""),
+            ("sys.stdout.write('tail')", "tail", ""),
+            ("pass", "", ""),
+            ("print('out'); sys.stderr.write('err')", "out\n", "err"),
+            ("x = 1", "", ""),
+            (
+                "t = threading.Thread(target=print, args=('from a thread',)); t.start(); t.join()",
+                "from a thread\n",
+                "",
+            ),
+            ("pass", "", ""),
+        ]
+        for _ in range(20):
+            for code, stdout, stderr in cells:
+                result = await kernel.execute(code)
+                assert result.ok, result
+                streams = [o for o in result.outputs if isinstance(o, StreamOutput)]
+                got = tuple("".join(o.text for o in streams if o.name == n) for n in ("stdout", "stderr"))
+                assert got == (stdout, stderr), (code, result.outputs)
 
 
 def test_an_input_request_waits_for_a_stdin_socket_that_connects_late(tmp_path: Path) -> None:
