@@ -123,12 +123,19 @@ async def test_limits_and_timeouts_hold_in_forked_kernels() -> None:
 
 
 async def test_forked_kernels_import_what_the_template_did_not() -> None:
-    """The host's Python stays importable (bound back when it lives under the covered /tmp)."""
+    """The host's Python stays importable (bound back when it lives under the covered /tmp), debugpy
+    too, which the template leaves out (the kernel has no debugger)."""
     async with KernelPool(1, KernelConfig(sandbox=True), start="fork") as pool, pool.lease() as kernel:
         code = (
             "import sys, psutil, decimal\n(psutil.__file__.startswith(sys.prefix), str(decimal.Decimal(1)))"
         )
         assert _value(await kernel.execute(code)) == (True, "1")
+        code = (
+            "import sys\nfrom ipykernel import debugger, ipkernel\nbefore = 'debugpy' in sys.modules\n"
+            "import debugpy\n(before, debugger._is_debugpy_available, debugpy.__name__,"
+            " get_ipython().kernel._kernel_modules, ipkernel.sys is sys)"
+        )
+        assert _value(await kernel.execute(code)) == (False, False, "debugpy", [], True)
 
 
 def test_forking_needs_namespaces() -> None:
