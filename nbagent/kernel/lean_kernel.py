@@ -18,8 +18,13 @@ what they save together is measured in ``benchmarks/kernel.py``):
 - A cell of several lines without IPython's syntax (no ``%magic``, ``!command``, ``obj?``, pasted
   prompt, leading indent or line of only blanks: `plain_python`) skips IPython's input
   transformations, which tokenize it to leave it as it is (see ``docs/kernel.md`` for the figures).
-- A flush of stdout or stderr with nothing written since the last one does not wait for a round trip
-  through the IOPub thread (ipykernel flushes both before every reply).
+- IOPub messages of the kernel's own process go out at once, on the thread that sends them
+  (`LeanIOPubThread`), and a flush of stdout or stderr sends what was written on the thread that
+  asks (`LeanOutStream`): no wake-up of the IOPub thread and wait for the GIL per message (a trivial
+  cell sends five) and no round trip through it per flush (ipykernel flushes both streams before
+  every reply). Text written to the file descriptors (``os.write``, subprocesses) before a flush is
+  read from their pipe first, so it comes with its cell, and nothing sends out of order: every use
+  of the socket, and each flush from taking the text to sending it, holds one lock.
 
 In a kernel without debugpy (forked kernels: their template leaves it out), `IPythonKernel` does not
 list every loaded module's file for a debugger it will not have. Reading them writes to about 4 MiB of
@@ -38,20 +43,24 @@ and traitlets.
 
 from __future__ import annotations
 
+import os
 import re
+import select
 import sys
 import threading
 import types
-from typing import Any
+from contextlib import nullcontext
+from typing import Any, cast
 
 import zmq
-from ipykernel import ipkernel
-from ipykernel.iostream import OutStream
+from ipykernel import ipkernel, kernelapp
+from ipykernel.iostream import IOPubThread, OutStream
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.zmqshell import ZMQInteractiveShell
 from IPython.core.inputtransformer2 import TransformerManager
 from traitlets import DottedObjectName
+from zmq.eventloop.zmqstream import ZMQStream
 from zmq.utils.monitor import recv_monitor_message
 
 _SPECIAL_START = re.compile(r"\s*(?:[%!?,;/]|>>>|\.\.\.|In \[|\[nav\]|\[ins\])")
@@ -63,8 +72,21 @@ _PEER_POLL_MS = 50
 """How often a kernel waiting for its stdin peer looks for a Ctrl-C (an interrupt)."""
 _NO_MODULES = types.SimpleNamespace(modules={})
 """What `IPythonKernel.__init__` sees as `sys` in a kernel without a debugger: no modules to list."""
+_PIPE_READ = 65536
+"""Bytes read from a stream's file-descriptor pipe at once: a Linux pipe's capacity."""
+_pid = os.getpid()
+"""This process's id, kept by a fork hook: ipykernel asks `os.getpid` (a system call) a few times per
+message to learn whether it runs in a forked subprocess."""
 _STOCK = TransformerManager()  # type: ignore[no-untyped-call]
 """IPython's own transformations, to tell whether a shell's were changed (an extension's added)."""
+
+
+def _note_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_note_pid)
 
 
 def plain_python(cell: str) -> bool:
@@ -174,24 +196,123 @@ class LeanKernel(IPythonKernel):
         monitor.close(linger=0)
 
 
-class LeanOutStream(OutStream):
-    """`OutStream` whose `flush` returns at once when nothing was written since the last one.
+class _ForkAware:
+    """Learns whether it runs in the process that made it from `_pid`, not a system call."""
 
-    ipykernel flushes stdout and stderr before every reply, and each flush waits for a round trip
-    through the IOPub thread even when there is nothing to send. Written text always has a flush
-    pending (`write` schedules one), so this skips only flushes that would send nothing.
-    """
+    _master_pid: int
+
+    def _is_master_process(self) -> bool:
+        return _pid == self._master_pid
+
+
+class _LockedStream(ZMQStream):
+    """`ZMQStream` that handles its socket's events holding `lock`."""
+
+    def __init__(self, socket: zmq.Socket[bytes], io_loop: Any, lock: threading.RLock) -> None:
+        self._lock = lock
+        super().__init__(socket, io_loop)
+
+    def _handle_events(self, fd: Any, events: int) -> None:
+        with self._lock:
+            super()._handle_events(fd, events)  # type: ignore[no-untyped-call]
+
+
+class LeanIOPubThread(_ForkAware, IOPubThread):
+    """`IOPubThread` that sends a message of its process at once, on the calling thread, holding
+    `socket_lock`, which every use of the socket holds. Its thread still reads the socket's
+    subscriptions (to welcome them), runs the streams' timed flushes and relays what forked
+    subprocesses send; where it is not running (before its start, after its stop, in a forked
+    subprocess), ipykernel's way is kept."""
+
+    def __init__(self, socket: zmq.Socket[bytes], pipe: bool = False, session: Any = False) -> None:
+        self.socket_lock = threading.RLock()
+        super().__init__(socket, pipe=pipe, session=session)  # type: ignore[no-untyped-call]
+
+    @property
+    def direct(self) -> bool:
+        """Whether a message of the calling thread goes out at once."""
+        return bool(self.thread.is_alive()) and self._is_master_process()
+
+    def _setup_xpub_listener(self) -> None:
+        self._xpub_stream = _LockedStream(self.socket, self.io_loop, self.socket_lock)
+        self._xpub_stream.on_recv(self._handle_subscription)
+
+    def send_multipart(self, *args: Any, **kwargs: Any) -> None:
+        if not self.direct:
+            super().send_multipart(*args, **kwargs)  # type: ignore[no-untyped-call]
+            return
+        with self.socket_lock:
+            self._really_send(*args, **kwargs)  # type: ignore[no-untyped-call]
+            # A send takes the socket's pending events, so its descriptor may not signal a
+            # subscription that came in meanwhile: hand that to the thread.
+            if not self.closed and self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self.io_loop.add_callback(self._xpub_stream._handle_events, self.socket, 0)
+
+
+class LeanOutStream(_ForkAware, OutStream):
+    """`OutStream` that, on a `LeanIOPubThread`, flushes on the thread that asks: it forwards what
+    the file-descriptor pipe holds, then sends the text (if any) holding the socket's lock, so
+    nothing written before a flush is left behind it and no other flush's text passes it."""
+
+    pub_thread: LeanIOPubThread
+
+    def _setup_stream_redirects(self, name: str) -> None:
+        self._pipe_lock = threading.Lock()
+        super()._setup_stream_redirects(name)  # type: ignore[no-untyped-call]
+        # Its watcher (started above) reads only after select() saw data: it never blocks.
+        os.set_blocking(self._pipe, False)
+
+    @property
+    def _pipe(self) -> int:
+        """The read end of the pipe that the stream's file descriptor writes to."""
+        return cast(int, self._fid)
+
+    def _watch_pipe_fd(self) -> None:
+        try:
+            open_ = True
+            while open_ and self._should_watch:
+                select.select([self._pipe], [], [])
+                open_ = self._forward_pipe()
+        except Exception:
+            self._exc = sys.exc_info()
+
+    def _forward_pipe(self) -> bool:
+        """Write what the pipe holds now (one read: at most its capacity) to this stream and to the
+        original descriptor, as ipykernel's watcher does; False once the pipe closed or the stream
+        stopped watching."""
+        with self._pipe_lock:
+            try:
+                data = os.read(self._pipe, _PIPE_READ)
+            except BlockingIOError:
+                return True
+            if not data or not self._should_watch:
+                return False
+            self.write(data.decode(errors="replace"))
+            os.write(self._original_stdstream_copy, data)
+            return True
+
+    def _direct(self) -> bool:
+        return isinstance(self.pub_thread, LeanIOPubThread) and self.pub_thread.direct
 
     def flush(self) -> None:
-        with self._buffer_lock:
-            idle = not (self._flush_pending or self._subprocess_flush_pending or self._buffers)
-        if not idle:
+        if not self._direct():
             super().flush()  # type: ignore[no-untyped-call]
+            return
+        if self._fid is not None:
+            self._forward_pipe()
+        with self._buffer_lock:
+            written = bool(self._buffers)
+        if written:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self.pub_thread.socket_lock if self._direct() else nullcontext():
+            super()._flush()  # type: ignore[no-untyped-call]
 
 
 class LeanKernelApp(IPKernelApp):
-    """`IPKernelApp` that starts a `LeanKernel` (no shell channel thread) with `LeanOutStream`s, and
-    no debug records."""
+    """`IPKernelApp` that starts a `LeanKernel` (no shell channel thread) with a `LeanIOPubThread`
+    and `LeanOutStream`s, and no debug records."""
 
     kernel_class = LeanKernel
     outstream_class = DottedObjectName(f"{__name__}.LeanOutStream")
@@ -202,6 +323,13 @@ class LeanKernelApp(IPKernelApp):
             self.stdin_monitor = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         bound: int = super()._bind_socket(s, port)  # type: ignore[no-untyped-call]
         return bound
+
+    def init_iopub(self, context: Any) -> None:
+        kernelapp.IOPubThread = LeanIOPubThread  # type: ignore[attr-defined]
+        try:
+            super().init_iopub(context)  # type: ignore[no-untyped-call]
+        finally:
+            kernelapp.IOPubThread = IOPubThread  # type: ignore[attr-defined]
 
     def init_kernel(self) -> None:
         super().init_kernel()  # type: ignore[no-untyped-call]

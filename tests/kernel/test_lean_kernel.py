@@ -9,10 +9,12 @@ import ast
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from IPython.core.inputtransformer2 import TransformerManager
@@ -146,6 +148,10 @@ def test_plain_python_covers_ordinary_agent_cells() -> None:
     assert not plain_python("x = 1")  # one line: IPython's dynamic transformations apply
 
 
+def _result_text(result: CellResult) -> str:
+    return "".join(o.data["text/plain"] for o in result.outputs if isinstance(o, ExecuteResult))
+
+
 def _stdout(result: CellResult) -> str:
     return "".join(o.text for o in result.outputs if isinstance(o, StreamOutput) and o.name == "stdout")
 
@@ -170,15 +176,16 @@ async def test_the_lean_kernel_still_runs_ipython_syntax_and_added_transformatio
         assert _stdout(transformed).strip() == "42"
 
 
-async def test_each_cells_output_arrives_with_that_cell_when_quiet_cells_skip_their_flushes() -> None:
-    """Silent cells skip the flush round trips; text written at a cell's very end (no newline, to
-    stderr, from a thread that ends with the cell) still comes with that cell, never with the next.
-    The order between stdout and stderr is not kept (each stream flushes on its own timer, as in
-    ipykernel), so each stream is compared on its own."""
+async def test_each_cells_output_arrives_with_that_cell() -> None:
+    """Text written at a cell's very end (no newline, to stderr, from a thread that ends with the
+    cell, with ``os.write`` to fd 1 or 2, by a subprocess) comes with that cell, never with the next,
+    also after silent cells that skip their flushes. The order between stdout and stderr is not kept
+    (each stream flushes on its own timer, as in ipykernel), so each stream is compared on its own;
+    nor between ``print`` and ``os.write`` (one waits for a flush, the other for the pipe's reader)."""
     async with KernelPool(1, KernelConfig(sandbox=True), start="launch") as pool:
         kernel = pool.kernels[0]
         cells = [
-            ("import sys, threading", "", ""),
+            ("import os, subprocess, sys, threading", "", ""),
             ("sys.stdout.write('tail')", "tail", ""),
             ("pass", "", ""),
             ("print('out'); sys.stderr.write('err')", "out\n", "err"),
@@ -189,19 +196,25 @@ async def test_each_cells_output_arrives_with_that_cell_when_quiet_cells_skip_th
                 "",
             ),
             ("pass", "", ""),
+            ("os.write(1, b'fd-out')", "fd-out", ""),
+            ("os.write(2, b'fd-err')", "", "fd-err"),
+            ("subprocess.run(['echo', 'sub'])", "sub\n", ""),
+            ("print('q', end=''); os.write(1, b'p')", "pq", ""),
         ]
         for _ in range(20):
             for code, stdout, stderr in cells:
                 result = await kernel.execute(code)
                 assert result.ok, result
                 streams = [o for o in result.outputs if isinstance(o, StreamOutput)]
-                got = tuple("".join(o.text for o in streams if o.name == n) for n in ("stdout", "stderr"))
-                assert got == (stdout, stderr), (code, result.outputs)
+                got = ["".join(o.text for o in streams if o.name == n) for n in ("stdout", "stderr")]
+                if code.startswith("print('q'"):
+                    got[0] = "".join(sorted(got[0]))
+                assert got == [stdout, stderr], (code, result.outputs)
 
 
-def test_an_input_request_waits_for_a_stdin_socket_that_connects_late(tmp_path: Path) -> None:
-    """A client whose stdin socket connects after the kernel listens (ZMQ retries each socket on its
-    own timer) still gets the first input request: the kernel's ROUTER socket would drop it."""
+@pytest.fixture
+def lean_manager(tmp_path: Path) -> Iterator[KernelManager]:
+    """A lean kernel started by jupyter_client's own `KernelManager`, as any frontend would."""
     folder = tmp_path / "nbagent-lean"
     folder.mkdir()
     argv = [sys.executable, "-P", lean_kernel.__file__, "-f", "{connection_file}"]
@@ -211,18 +224,98 @@ def test_an_input_request_waits_for_a_stdin_socket_that_connects_late(tmp_path: 
     )
     km.start_kernel(extra_arguments=["--HistoryManager.enabled=False"])
     try:
-        kc = km.client()
-        kc.start_channels(stdin=False, hb=False)
-        kc.wait_for_ready(timeout=60)
-        msg_id = kc.execute("get_ipython().kernel.raw_input('name?')", allow_stdin=True)
-        time.sleep(0.5)  # the request is sent with no stdin peer connected
-        request = kc.get_stdin_msg(timeout=10)  # connects the stdin socket, then waits
-        assert (request["msg_type"], request["content"]["prompt"]) == ("input_request", "name?")
-        kc.input("Ada")
-        reply = kc.get_shell_msg(timeout=10)
-        assert (reply["parent_header"]["msg_id"], reply["content"]["status"]) == (msg_id, "ok")
-        while (msg := kc.get_iopub_msg(timeout=10))["msg_type"] != "execute_result":
-            pass
-        assert msg["content"]["data"]["text/plain"] == "'Ada'"
+        yield km
     finally:
         km.shutdown_kernel(now=True)
+
+
+def _client(km: KernelManager) -> Any:
+    kc = km.client()
+    kc.start_channels(stdin=False, hb=False)
+    kc.wait_for_ready(timeout=60)
+    return kc
+
+
+def _stream_text(kc: Any, until: str, timeout: float = 10) -> str:
+    """The text of stream messages on IOPub, read until it contains `until`."""
+    text = ""
+    deadline = time.monotonic() + timeout
+    while until not in text:
+        msg = kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.01))
+        if msg["msg_type"] == "stream":
+            text += msg["content"]["text"]
+    return text
+
+
+def test_an_input_request_waits_for_a_stdin_socket_that_connects_late(lean_manager: KernelManager) -> None:
+    """A client whose stdin socket connects after the kernel listens (ZMQ retries each socket on its
+    own timer) still gets the first input request: the kernel's ROUTER socket would drop it."""
+    kc = _client(lean_manager)
+    msg_id = kc.execute("get_ipython().kernel.raw_input('name?')", allow_stdin=True)
+    time.sleep(0.5)  # the request is sent with no stdin peer connected
+    request = kc.get_stdin_msg(timeout=10)  # connects the stdin socket, then waits
+    assert (request["msg_type"], request["content"]["prompt"]) == ("input_request", "name?")
+    kc.input("Ada")
+    reply = kc.get_shell_msg(timeout=10)
+    assert (reply["parent_header"]["msg_id"], reply["content"]["status"]) == (msg_id, "ok")
+    while (msg := kc.get_iopub_msg(timeout=10))["msg_type"] != "execute_result":
+        pass
+    assert msg["content"]["data"]["text/plain"] == "'Ada'"
+
+
+def test_a_thread_prints_while_the_cell_still_runs(lean_manager: KernelManager, tmp_path: Path) -> None:
+    """Text a thread prints while the cell's main thread waits goes out on the IOPub thread's timed
+    flush, not only with the reply: the cell waits for a file this test writes once it saw the text."""
+    kc = _client(lean_manager)
+    flag = tmp_path / "seen"
+    kc.execute(
+        "import os, threading, time\n"
+        "threading.Thread(target=print, args=('early',)).start()\n"
+        f"while not os.path.exists({str(flag)!r}):\n"
+        "    time.sleep(0.01)\n"
+        "print('late')"
+    )
+    assert "late" not in _stream_text(kc, until="early")
+    flag.touch()
+    assert _stream_text(kc, until="late") == "late\n"
+    assert kc.get_shell_msg(timeout=10)["content"]["status"] == "ok"
+
+
+def test_a_forked_subprocess_prints_through_the_kernel(lean_manager: KernelManager) -> None:
+    """A child of ``os.fork`` sends its text the way ipykernel's forked subprocesses do (a pipe to the
+    kernel's IOPub thread), not on the socket the kernel sends its own messages on directly."""
+    kc = _client(lean_manager)
+    kc.execute(
+        "import os, sys\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    print('from the child'); sys.stdout.flush(); os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print('parent done')"
+    )
+    assert "from the child\n" in _stream_text(kc, until="from the child\n")
+    assert kc.get_shell_msg(timeout=10)["content"]["status"] == "ok"
+
+
+def test_a_frontend_that_subscribes_while_cells_print_is_welcomed(lean_manager: KernelManager) -> None:
+    """The kernel's own thread sends on the IOPub socket while its IOPub thread reads subscriptions;
+    one that comes in during a stream of messages is still welcomed (JEP 65's iopub_welcome, sent to
+    the first subscriber of a topic: XPUB passes on only a topic's first subscription)."""
+    kc = _client(lean_manager)
+    kc.execute(
+        "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 4:\n    print('x', flush=True)"
+    )
+    time.sleep(0.2)
+    for n in range(8):  # each a new topic's first subscriber
+        late = zmq.Context.instance().socket(zmq.SUB)
+        topic = f"late frontend {n}".encode()
+        try:
+            late.connect(f"tcp://127.0.0.1:{lean_manager.iopub_port}")
+            late.subscribe(topic)
+            assert late.poll(10_000), f"no welcome for subscriber {n} in 10 s"
+            frames = late.recv_multipart()
+        finally:
+            late.close(linger=0)
+        header = json.loads(frames[frames.index(b"<IDS|MSG>") + 2])
+        assert (frames[0], header["msg_type"]) == (topic, "iopub_welcome")
+    assert kc.get_shell_msg(timeout=10)["content"]["status"] == "ok"
