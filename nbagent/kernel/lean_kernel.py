@@ -15,9 +15,10 @@ what they save together is measured in ``benchmarks/kernel.py``):
   answered once per method.
 - A cell without the word ``await`` or ``async`` is not compiled a second time to learn whether it
   has a top-level ``await``.
-- A cell of several lines without IPython's syntax (no ``%magic``, ``!command``, ``obj?``, pasted
-  prompt, leading indent or line of only blanks: `plain_python`) skips IPython's input
-  transformations, which tokenize it to leave it as it is (see ``docs/kernel.md`` for the figures).
+- A cell without IPython's syntax (no ``%magic``, ``!command``, ``obj?``, pasted prompt, leading
+  indent or line of only blanks: `plain_python`) skips IPython's static input transformations,
+  which tokenize it to leave it as it is (see ``docs/kernel.md`` for the figures); a one-line cell
+  still goes through the dynamic ones (automagic, autocall).
 - IOPub messages of the kernel's own process go out at once, on the thread that sends them
   (`LeanIOPubThread`), and a flush of stdout or stderr sends what was written on the thread that
   asks (`LeanOutStream`): no wake-up of the IOPub thread and wait for the GIL per message (a trivial
@@ -90,14 +91,14 @@ os.register_at_fork(after_in_child=_note_pid)
 
 
 def plain_python(cell: str) -> bool:
-    """Whether IPython's input transformations would leave `cell` of several lines as it is: False
-    wherever its syntax (escapes, ``obj?``, ``a = %magic``, pasted prompts), a leading blank line or
-    indent, or a line of only blanks (which its dedent empties, in strings too) could be. One-line
-    cells are False: IPython treats them apart. Lines are IPython's (`str.splitlines`: a form feed
-    ends one too)."""
+    """Whether IPython's static input transformations would leave `cell` as it is: False wherever
+    its syntax (escapes, ``obj?``, ``a = %magic``, pasted prompts), a leading blank line or indent,
+    or a line of only blanks (which its dedent empties, in strings too) could be. Lines are
+    IPython's (`str.splitlines`: a form feed ends one too). A one-line cell's dynamic
+    transformations (automagic, autocall: they depend on the namespace) are not static ones."""
     lines = cell.splitlines()
     return (
-        len(lines) > 1
+        bool(lines)
         and not cell[0].isspace()
         and _SPECIAL_ASSIGN.search(cell) is None
         and not any(
@@ -122,7 +123,8 @@ class _NoShellChannelThread:
 class LeanShell(ZMQInteractiveShell):
     """`ZMQInteractiveShell` that knows a cell without the word ``await`` or ``async`` has no
     top-level ``await`` (``async for``, ``async with``) without compiling it a second time, and a
-    `plain_python` cell has nothing to transform, unless transformations were added."""
+    `plain_python` cell has no static transformation to make, unless transformations were added
+    (a one-line cell still goes through IPython's dynamic ones, as in `InteractiveShell`)."""
 
     def transform_cell(self, raw_cell: str) -> str:
         manager = self.input_transformer_manager
@@ -133,7 +135,11 @@ class LeanShell(ZMQInteractiveShell):
             and manager.token_transformers == _STOCK.token_transformers
             and plain_python(raw_cell)
         ):
-            return raw_cell if raw_cell.endswith("\n") else raw_cell + "\n"
+            static = raw_cell if raw_cell.endswith("\n") else raw_cell + "\n"
+            if len(static.splitlines()) == 1:
+                with self.builtin_trap:
+                    return self.prefilter_manager.prefilter_lines(static) + "\n"  # type: ignore[union-attr,no-any-return]
+            return static
         cell: str = super().transform_cell(raw_cell)  # type: ignore[no-untyped-call]
         return cell
 

@@ -144,8 +144,8 @@ def test_plain_python_covers_ordinary_agent_cells() -> None:
         "import math\nvalues = [math.sqrt(i) for i in range(10)]\nprint(f'{sum(values)!r} is {100 % 7}%')\n",
         "def f(a, b):\n    return a != b\nprint(f(1, 2), 'why?', 10 % 3)",
     ]
-    assert all(plain_python(cell) for cell in cells)
-    assert not plain_python("x = 1")  # one line: IPython's dynamic transformations apply
+    assert all(plain_python(cell) for cell in [*cells, "x = 1", "print('hello')"])
+    assert not plain_python("")
 
 
 def _result_text(result: CellResult) -> str:
@@ -166,6 +166,15 @@ async def test_the_lean_kernel_still_runs_ipython_syntax_and_added_transformatio
         shell = await kernel.execute("lines = !echo one two\nprint(lines)")
         assert shell.ok, shell
         assert "one two" in _stdout(shell)
+        # One-line cells, plain Python to the static transformations, still get the dynamic ones.
+        magic = await kernel.execute("pwd")  # automagic: %pwd where no variable is named pwd
+        assert magic.ok, magic
+        assert _result_text(magic) == repr(str(kernel.workspace))
+        shadowed = await kernel.execute("pwd = 'mine'\npwd")
+        assert _result_text(shadowed) == "'mine'"
+        assert (await kernel.execute("%autocall 2")).ok
+        autocall = await kernel.execute("len 'abcd'")
+        assert _result_text(autocall) == "4"
         added = await kernel.execute(
             "get_ipython().input_transformers_cleanup.append(\n"
             "    lambda lines: [line.replace('SIX', '6') for line in lines])"
