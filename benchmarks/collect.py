@@ -14,8 +14,9 @@ kernels where bubblewrap works, whatever ``--start`` says). Memory: the RSS
 and PSS (shared pages split between the processes sharing them) of every process the level started
 (kernels, their template, bwrap; Ray's actors and services), read once all episodes are in flight
 and again at the last result, and the machine's peak used memory above what it used before the
-level. CPU per episode (this process; the level's other processes; the fake server; the kernel's
-same-page merging thread ksmd) is measured between the first and the last result; "CPU-bound eps/s"
+level (once that stopped falling: a level that just ended frees memory for a while). CPU per episode
+(this process; the level's other processes; the fake server; the kernel's same-page merging thread
+ksmd) is measured between the first and the last result; "CPU-bound eps/s"
 is the best rate the machine's cores allow at that cost. Each level runs with launched kernels (the
 baseline) and forked ones (``--start``), in the same run. Kernels are sandboxed, as ``nbagent
 collect`` runs them (``--no-sandbox``: not); ``--merge-memory`` sets `KernelConfig.merge_memory`
@@ -110,6 +111,20 @@ def used_memory_mib() -> float:
     return (fields["MemTotal"] - fields["MemAvailable"]) / 1024
 
 
+def settled_used_memory_mib(limit_s: float = 60.0) -> float:
+    """`used_memory_mib` once it stopped falling (a level that just ended frees its kernels' memory
+    for a while after its processes exit): the baseline a level's memory is measured above."""
+    used = used_memory_mib()
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = used_memory_mib()
+        if now > used - 16:  # fell by less than 16 MiB in a second
+            return now
+        used = now
+    return used_memory_mib()
+
+
 def memory_of(procs: list[psutil.Process]) -> tuple[float, float]:
     """Summed RSS and PSS of `procs`, in MiB."""
     rss = pss = 0.0
@@ -198,7 +213,7 @@ async def run_level(
     trajs: list[Trajectory] = []
     memory: dict[str, float] = {}
     cpu: list[tuple[float, float, float, float]] = []
-    baseline = used_memory_mib()
+    baseline = settled_used_memory_mib()
     peak_used = 0.0
     acquired: list[float] = []
 
