@@ -164,8 +164,9 @@ def _kernel_main(request: dict[str, Any], settings: dict[str, Any], report: int)
     sys.stderr = open(2, "w", buffering=1)  # noqa: SIM115
     try:
         sys.argv = ["lean_kernel", "-f", request["connection_file"], *settings["kernel_flags"]]
-        app = sys.modules[_KERNEL_APP].LeanKernelApp.instance()
-        app.initialize(sys.argv[1:])
+        app = sys.modules[_KERNEL_APP].LeanKernelApp.instance()  # options parsed by `_preload`
+        app.connection_file = request["connection_file"]
+        app.initialize()
         app.start()
     except BaseException:
         traceback.print_exc()
@@ -262,6 +263,7 @@ def _preload(settings: dict[str, Any]) -> None:
         importlib.import_module(name)
     del sys.modules["debugpy"]
     _load_file(_KERNEL_APP, settings["kernel_app"])
+    sys.modules[_KERNEL_APP].LeanKernelApp.prepare(settings["kernel_flags"])
     _load_file(settings["boot_name"], settings["boot"])
     for name in settings["preload"]:
         importlib.import_module(name)

@@ -44,6 +44,7 @@ and traitlets.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import select
@@ -55,6 +56,8 @@ from typing import Any, cast
 
 import zmq
 from ipykernel import ipkernel, kernelapp
+from ipykernel.control import ControlThread
+from ipykernel.heartbeat import Heartbeat
 from ipykernel.iostream import IOPubThread, OutStream
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
@@ -316,19 +319,85 @@ class LeanOutStream(_ForkAware, OutStream):
             super()._flush()  # type: ignore[no-untyped-call]
 
 
+def _has_no_debugger() -> bool:
+    """Whether this process already knows it has no debugger: ipykernel looked for debugpy when a
+    fork template imported it, and found none (launched kernels look later, in `LeanKernel`)."""
+    debugger = sys.modules.get("ipykernel.debugger")
+    return debugger is not None and not getattr(debugger, "_is_debugpy_available", True)
+
+
+def _stream(socket: zmq.Socket[bytes] | None, *args: Any) -> ZMQStream | None:
+    """`ZMQStream`, or None for a socket the kernel does without (the debugger's)."""
+    return None if socket is None else ZMQStream(socket, *args)
+
+
+class _WithoutDebuggerNotice(logging.Filter):
+    """Drops ipykernel's warning that a kernel without the debugger's socket will not debug: in a
+    kernel without debugpy that is by design, and the kernel's log is what errors quote."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("debugpy_stream undefined")
+
+
 class LeanKernelApp(IPKernelApp):
     """`IPKernelApp` that starts a `LeanKernel` (no shell channel thread) with a `LeanIOPubThread`
-    and `LeanOutStream`s, and no debug records."""
+    and `LeanOutStream`s, no debug records, the heartbeat on the kernel's ZMQ context and, in a
+    fork of a template, options parsed once in the template (`prepare`) and no debugger's sockets."""
 
     kernel_class = LeanKernel
     outstream_class = DottedObjectName(f"{__name__}.LeanOutStream")
     stdin_monitor: zmq.Socket[bytes] | None = None
+    options_parsed = False
+    """Whether `prepare` parsed the options: `initialize` leaves them as they are."""
+
+    @classmethod
+    def prepare(cls, argv: list[str]) -> None:
+        """Create the application and parse its options `argv` (no connection file), in a fork
+        template: each fork then sets its `connection_file` and calls `initialize()`. The parser
+        traitlets builds for every option of every class is about 0.8 MiB of each fork's memory."""
+        app = cls.instance()
+        app.parse_command_line(argv)
+        app.options_parsed = True
+
+    def parse_command_line(self, argv: list[str] | None = None) -> None:
+        if not self.options_parsed:
+            super().parse_command_line(argv)
 
     def _bind_socket(self, s: zmq.Socket[bytes], port: int) -> int:
         if s is self.stdin_socket:  # watched from before it listens, so no connection is missed
             self.stdin_monitor = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         bound: int = super()._bind_socket(s, port)  # type: ignore[no-untyped-call]
         return bound
+
+    def init_control(self, context: Any) -> None:
+        if not _has_no_debugger():
+            super().init_control(context)  # type: ignore[no-untyped-call]
+            self.shell_channel_thread.io_loop.close()  # its constructor made an event loop (fds)
+            self.shell_channel_thread = None
+            return
+        # ipykernel's control channel without the debugger's two sockets (one of them connected to
+        # the shell socket: 0.2 MiB of a forked kernel's memory) and without a shell channel thread.
+        self.control_socket = socket = context.socket(zmq.ROUTER)
+        socket.linger = 1000
+        socket.router_handover = 1
+        self._apply_curve_server_options(socket)
+        self.control_port = self._bind_socket(socket, self.control_port)
+        self.debugpy_socket = self.debug_shell_socket = None
+        self.control_thread = ControlThread(daemon=True)  # type: ignore[no-untyped-call]
+        self.shell_channel_thread = None
+
+    def init_heartbeat(self) -> None:
+        # ipykernel gives the heartbeat a ZMQ context of its own, against libzmq taking the GIL to
+        # free zero-copy messages; pyzmq frees them without it (a C callback signals its collector
+        # thread), so the kernel's context serves it too: two threads (I/O and reaper) fewer.
+        self.heartbeat = Heartbeat(  # type: ignore[no-untyped-call]
+            self.context,
+            (self.transport, self.ip, self.hb_port),
+            curve_publickey=self.curve_publickey,
+            curve_secretkey=self.curve_secretkey,
+        )
+        self.hb_port = self.heartbeat.port
+        self.heartbeat.start()
 
     def init_iopub(self, context: Any) -> None:
         kernelapp.IOPubThread = LeanIOPubThread  # type: ignore[attr-defined]
@@ -338,13 +407,14 @@ class LeanKernelApp(IPKernelApp):
             kernelapp.IOPubThread = IOPubThread  # type: ignore[attr-defined]
 
     def init_kernel(self) -> None:
-        super().init_kernel()  # type: ignore[no-untyped-call]
+        if self.debugpy_socket is None:
+            self.log.addFilter(_WithoutDebuggerNotice())
+        kernelapp.ZMQStream = _stream  # type: ignore[attr-defined,assignment]
+        try:
+            super().init_kernel()  # type: ignore[no-untyped-call]
+        finally:
+            kernelapp.ZMQStream = ZMQStream  # type: ignore[attr-defined]
         self.kernel.stdin_monitor = self.stdin_monitor
-
-    def init_control(self, context: Any) -> None:
-        super().init_control(context)  # type: ignore[no-untyped-call]
-        self.shell_channel_thread.io_loop.close()  # its constructor made an event loop (fds)
-        self.shell_channel_thread = None
 
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)  # type: ignore[no-untyped-call]

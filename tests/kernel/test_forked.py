@@ -138,6 +138,31 @@ async def test_forked_kernels_import_what_the_template_did_not() -> None:
         assert _value(await kernel.execute(code)) == (False, False, "debugpy", [], True)
 
 
+_ITS_OWN_START = (
+    "import os\n_a = get_ipython().kernel.parent\n"
+    "(_a.options_parsed, _a.connection_file, get_ipython().profile_dir.location, os.environ['IPYTHONDIR'],"
+    " get_ipython().history_manager.enabled, get_ipython().kernel._execute_sleep,"
+    " _a.debugpy_socket, _a.debug_shell_socket)"
+)
+
+
+async def test_each_fork_starts_with_the_templates_options_and_its_own_files() -> None:
+    """The template parsed the kernel's options once (`LeanKernelApp.prepare`): every fork has them,
+    its own connection file and profile, and no debugger's sockets, and says nothing of it in its log."""
+    async with KernelPool(2, KernelConfig(sandbox=True), start="fork") as pool:
+        seen = []
+        for kernel in pool.kernels:
+            parsed, connection, profile, ipython_dir, history, sleep, *debug = _value(
+                await kernel.execute(_ITS_OWN_START)
+            )
+            assert (parsed, history, sleep, debug) == (True, False, 0.0, [None, None])
+            assert profile == os.path.join(ipython_dir, "profile_default")
+            assert Path(connection).parent == Path(ipython_dir).parent  # the kernel's own folder
+            assert (Path(connection).parent / "kernel.log").read_text() == ""
+            seen.append((connection, profile))
+        assert len({connection for connection, _ in seen}) == len({profile for _, profile in seen}) == 2
+
+
 def test_forking_needs_namespaces() -> None:
     with pytest.raises(ConfigError, match="private_processes=False"):
         ForkServer(KernelConfig(private_processes=False))

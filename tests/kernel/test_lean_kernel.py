@@ -6,6 +6,7 @@ async comprehensions still run, IPython's syntax and added transformations too; 
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import sys
 import time
@@ -26,12 +27,15 @@ from nbagent.kernel.lean_kernel import _memoized, plain_python
 from nbagent.trajectory import CellResult, ExecuteResult, StreamOutput
 
 _INSIDE = (
-    "import logging, sys, threading\n"
+    "import logging, os, sys, threading\n"
     "_k = get_ipython().kernel\n"
     "(type(_k).__name__, type(_k.shell).__name__, sorted(t.name for t in threading.enumerate()),\n"
     " _k.log.getEffectiveLevel(), _k._supports_kernel_subshells, type(sys.stdout).__name__,\n"
-    " type(sys.stderr).__name__)"
+    " type(sys.stderr).__name__,\n"
+    " sorted(open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')))"
 )
+_HOLD_THE_GIL = "sum(range(400_000_000))\nopen('held', 'w').close()"
+"""A cell that holds the GIL for seconds (one C call), then leaves a file in its workspace."""
 
 
 @pytest.mark.parametrize(
@@ -51,8 +55,22 @@ async def test_kernels_run_the_lean_kernel_and_async_cells_still_work(start: str
         assert inside.ok, inside
         output = inside.outputs[-1]
         assert isinstance(output, ExecuteResult)
-        name, shell, threads, level, subshells, *streams = ast.literal_eval(output.data["text/plain"])
+        name, shell, threads, level, subshells, *streams, tasks = ast.literal_eval(output.data["text/plain"])
         assert (name, shell) == ("LeanKernel", "LeanShell")
+        # One ZMQ context (the heartbeat's is the kernel's), and its heart beats while a cell holds the GIL.
+        assert [task for task in tasks if task.startswith("ZMQbg")] == ["ZMQbg/IO/0", "ZMQbg/Reaper"]
+        busy = asyncio.create_task(kernel.execute(_HOLD_THE_GIL, timeout=120))
+        await asyncio.sleep(0.5)
+        heart = zmq.Context.instance().socket(zmq.REQ)
+        try:
+            heart.connect(kernel._process.client._make_url("hb"))
+            heart.send(b"beat")
+            assert heart.poll(5_000), "no heartbeat in 5 s while a cell held the GIL"
+            assert heart.recv() == b"beat"
+            assert not (kernel.workspace / "held").exists()
+        finally:
+            heart.close(linger=0)
+        assert (await busy).ok
         assert streams == ["LeanOutStream", "LeanOutStream"]
         assert "Shell channel" not in threads
         assert "MainThread" in threads
