@@ -420,6 +420,18 @@ class LeanKernelApp(IPKernelApp):
         super().initialize(argv)  # type: ignore[no-untyped-call]
         self.log.setLevel(self.log_level)
 
+    def close(self) -> None:
+        # ipykernel ends by terminating the kernel's ZMQ context, which waits until every socket of it
+        # is closed: the stdin monitor's too (open until a frontend's stdin socket connects). The
+        # heartbeat's socket closes when that termination stops it (ipykernel would terminate the
+        # heartbeat's context first, which is now the kernel's, and wait forever).
+        monitor = self.kernel.stdin_monitor if self.kernel else self.stdin_monitor
+        if monitor is not None and not monitor.closed:
+            self.stdin_socket.disable_monitor()
+            monitor.close(linger=0)
+        self.heartbeat = None
+        super().close()  # type: ignore[no-untyped-call]
+
 
 def _memoized(accepts: Any) -> Any:
     answers: dict[tuple[Any, tuple[str, ...]], dict[str, bool]] = {}

@@ -346,3 +346,16 @@ def test_a_frontend_that_subscribes_while_cells_print_is_welcomed(lean_manager: 
         header = json.loads(frames[frames.index(b"<IDS|MSG>") + 2])
         assert (frames[0], header["msg_type"]) == (topic, "iopub_welcome")
     assert kc.get_shell_msg(timeout=10)["content"]["status"] == "ok"
+
+
+def test_a_shutdown_request_ends_the_kernels_process(lean_manager: KernelManager) -> None:
+    """A frontend's shutdown_request ends the process by itself, an input never asked for (its stdin
+    monitor still open) and the heartbeat on the kernel's own ZMQ context notwithstanding: ipykernel
+    terminates that context last, which waits for every socket of it to close."""
+    kc = _client(lean_manager)
+    process = lean_manager.provisioner.process  # type: ignore[union-attr]
+    kc.shutdown()
+    deadline = time.monotonic() + 30
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() == 0, "the kernel did not exit within 30 s of a shutdown request"
