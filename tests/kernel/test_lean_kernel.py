@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -249,7 +250,9 @@ def lean_manager(tmp_path: Path) -> Iterator[KernelManager]:
     km = KernelManager(
         kernel_name="nbagent-lean", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path)])
     )
-    km.start_kernel(extra_arguments=["--HistoryManager.enabled=False"])
+    # Without pytest's variable, with which ipykernel would leave the file descriptors alone.
+    env = {key: value for key, value in os.environ.items() if key != "PYTEST_CURRENT_TEST"}
+    km.start_kernel(extra_arguments=["--HistoryManager.enabled=False"], env=env)
     try:
         yield km
     finally:
@@ -303,6 +306,32 @@ def test_a_thread_prints_while_the_cell_still_runs(lean_manager: KernelManager, 
         "print('late')"
     )
     assert "late" not in _stream_text(kc, until="early")
+    flag.touch()
+    assert _stream_text(kc, until="late") == "late\n"
+    assert kc.get_shell_msg(timeout=10)["content"]["status"] == "ok"
+
+
+def test_a_subprocess_prints_while_the_cell_still_runs(lean_manager: KernelManager, tmp_path: Path) -> None:
+    """Text written to the stream's file descriptor (a subprocess's) is read by the IOPub thread while
+    the cell waits, sent as that cell's output, and more of it than a pipe holds does not block the
+    writer: the cell waits for a file this test writes once it saw the text."""
+    kc = _client(lean_manager)
+    flag = tmp_path / "seen"
+    msg_id = kc.execute(
+        "import os, subprocess, sys, time\n"
+        "subprocess.run([sys.executable, '-c', 'print(\"y\" * 300_000); print(\"early\")'], check=True)\n"
+        f"while not os.path.exists({str(flag)!r}):\n"
+        "    time.sleep(0.01)\n"
+        "print('late')"
+    )
+    text, parents = "", set()
+    deadline = time.monotonic() + 30
+    while "early" not in text:
+        msg = kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.01))
+        if msg["msg_type"] == "stream":
+            text += msg["content"]["text"]
+            parents.add(msg["parent_header"]["msg_id"])
+    assert (text, parents) == ("y" * 300_000 + "\nearly\n", {msg_id})
     flag.touch()
     assert _stream_text(kc, until="late") == "late\n"
     assert kc.get_shell_msg(timeout=10)["content"]["status"] == "ok"
