@@ -12,7 +12,7 @@ import importlib.metadata
 import platform
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -64,6 +64,17 @@ def episode_tool(function: Callable[..., Any], key: Any) -> Tool:
 
 
 @functools.cache
+@functools.cache
+def kernel_modules() -> Mapping[str, str]:
+    """The kernel-side modules every episode loads (name to source, as `Kernel.ensure_module` takes
+    them): the notepad's classes and the tool stubs' module. A pool that forks its kernels loads them
+    once in its template (`KernelPool(modules=...)`), so no episode sends them."""
+    from nbagent.tools.bridge import kernel_module
+
+    tools_name, tools_source = kernel_module()
+    return {notepad.KERNEL_MODULE: notepad.kernel_source(), tools_name: tools_source}
+
+
 def package_versions() -> dict[str, str]:
     """Versions of Python and the packages that shape an episode, for the trajectory."""
     versions = {"python": platform.python_version()}
@@ -152,7 +163,8 @@ class Episode:
             return revived
         code = kernel_setup_code(self.notepad_state, reserved=[*bridge.toolset.names, "notepad"])
         try:
-            await kernel.ensure_module(notepad.KERNEL_MODULE, notepad.kernel_source())
+            for name, source in kernel_modules().items():
+                await kernel.ensure_module(name, source)
             await bridge.install(kernel, then=code)
         except (ToolError, KernelError) as exc:
             raise AgentRunError(f"Setting up the tools and the notepad in the kernel failed: {exc}") from exc

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import tempfile
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 
 import zmq
@@ -29,7 +30,7 @@ from jupyter_client.connect import write_connection_file
 
 from nbagent.errors import ConfigError, KernelError
 from nbagent.kernel import channels
-from nbagent.kernel.boot import BOOT_MODULE
+from nbagent.kernel.boot import BOOT_MODULE, kernel_module_code
 from nbagent.kernel.config import KernelConfig
 from nbagent.kernel.env_vars import kernel_environment, kernel_process_environment
 from nbagent.kernel.launch import (
@@ -56,18 +57,21 @@ def fork_unavailable(config: KernelConfig) -> str | None:
 
 
 class ForkServer:
-    """The template process that forks every kernel of one `KernelConfig` (its `preload` imported).
+    """The template process that forks every kernel of one `KernelConfig` (its `preload` imported,
+    and the kernel-side `modules` loaded: name to source, as `Kernel.ensure_module` takes them).
 
     Start it with `start` (or let the first `spawn` do it); `aclose` ends it, and every kernel it
     forked with it. If the template dies, the next `spawn` starts a new one. Kernels' folders live in
     `root` (or, for a configured workspace, under it), which the template's sandbox can reach.
     """
 
-    def __init__(self, config: KernelConfig) -> None:
+    def __init__(self, config: KernelConfig, modules: Mapping[str, str] | None = None) -> None:
         reason = fork_unavailable(config)
         if reason is not None:
             raise ConfigError(f"kernels cannot be forked from a template here: {reason}")
         self.config = config
+        self.modules = dict(modules or {})
+        """Kernel-side modules (name to source) the template loads before it forks."""
         self.root = Path(tempfile.mkdtemp(prefix="nbagent-forks-"))
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -109,6 +113,7 @@ class ForkServer:
             "boot_name": BOOT_MODULE,
             "kernel_app": str(LEAN_KERNEL),
             "preload": list(self.config.preload),
+            "modules": [kernel_module_code(name, source) for name, source in self.modules.items()],
             "kernel_flags": list(KERNEL_FLAGS),
         }
         for folder in folders:
@@ -259,8 +264,10 @@ def _kill_group(pid: int | None) -> None:
 class ForkedProcess:
     """The current process of one `Kernel` whose kernels are forked by a `ForkServer`."""
 
-    preloaded = frozenset({BOOT_MODULE})
-    """Kernel-side modules every forked kernel already has."""
+    @property
+    def preloaded(self) -> frozenset[str]:
+        """Kernel-side modules every forked kernel already has: the boot module and the server's."""
+        return frozenset({BOOT_MODULE, *self.server.modules})
 
     def __init__(self, server: ForkServer) -> None:
         self.server = server

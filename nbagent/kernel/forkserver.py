@@ -18,7 +18,8 @@ name to value), ``network`` (keep the template's network), ``hide`` (folders who
 contents are hidden), ``keep`` (folders of the host's Python to show through those covers),
 ``kernel_app`` (the file of the kernel application, `nbagent.kernel.lean_kernel`), ``boot`` and
 ``boot_name`` (the kernel-side module to preload, and its name),
-``preload`` (more modules to import) and ``kernel_flags`` (ipykernel's options).
+``preload`` (more modules to import), ``modules`` (kernel code that loads the host's kernel-side
+modules, from `nbagent.kernel.boot.kernel_module_code`) and ``kernel_flags`` (ipykernel's options).
 """
 
 from __future__ import annotations
@@ -265,6 +266,8 @@ def _preload(settings: dict[str, Any]) -> None:
     _load_file(_KERNEL_APP, settings["kernel_app"])
     sys.modules[_KERNEL_APP].LeanKernelApp.prepare(settings["kernel_flags"])
     _load_file(settings["boot_name"], settings["boot"])
+    for code in settings["modules"]:
+        exec(code, {})  # the host's kernel-side modules, as `Kernel.ensure_module` sends them
     for name in settings["preload"]:
         importlib.import_module(name)
 

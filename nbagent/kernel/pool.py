@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Literal
@@ -36,7 +36,9 @@ class KernelPool:
     ``start="launch"`` (default) starts every kernel as its own process; ``start="fork"`` forks them
     from one warm template (`ForkServer`: needs bubblewrap, Linux): each starts without importing
     anything, shares part of the template's memory, and is isolated from the others in namespaces
-    of its own.
+    of its own. `modules` (name to source, as `Kernel.ensure_module` takes them) are kernel-side
+    modules the template loads before it forks, so that no kernel needs them sent; launched kernels
+    get them when they are first ensured.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class KernelPool:
         *,
         reset: ResetMode = "namespace",
         start: StartMode = "launch",
+        modules: Mapping[str, str] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"a KernelPool needs at least one kernel, got size={size}")
@@ -57,6 +60,7 @@ class KernelPool:
         self.config = config or KernelConfig()
         self.reset_mode: ResetMode = reset
         self.start_mode: StartMode = start
+        self.modules = dict(modules or {})
         self._forks: ForkServer | None = None
         self._kernels: list[Kernel] = []
         self._idle: asyncio.Queue[Kernel] = asyncio.Queue()
@@ -83,7 +87,7 @@ class KernelPool:
         self._started = True
         try:
             if self.start_mode == "fork":
-                self._forks = ForkServer(self.config)
+                self._forks = ForkServer(self.config, self.modules)
                 await self._forks.start()
             self._kernels = [Kernel(self._config_for(index), forks=self._forks) for index in range(self.size)]
             outcomes = await asyncio.gather(

@@ -104,8 +104,10 @@ def file_tail(path: Path) -> str:
 class ProcessHandle(Protocol):
     """What a `Kernel` needs of its process: a launched one (`KernelProcess`) or a forked one."""
 
-    preloaded: frozenset[str]
-    """Kernel-side modules (see `Kernel.ensure_module`) a new process already has."""
+    @property
+    def preloaded(self) -> frozenset[str]:
+        """Kernel-side modules (see `Kernel.ensure_module`) a new process already has."""
+        ...
 
     @property
     def alive(self) -> bool: ...

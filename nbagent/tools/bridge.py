@@ -123,6 +123,11 @@ def _tool_spec(tool: Tool) -> dict[str, Any]:
     }
 
 
+def kernel_module() -> tuple[str, str]:
+    """The name and source of the kernel-side module of the tool stubs (`Kernel.ensure_module`)."""
+    return _KERNEL_MODULE, _KERNEL_SIDE
+
+
 class ToolBridge:
     """Makes a toolset callable from code running in a `Kernel`.
 

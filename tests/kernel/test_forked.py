@@ -163,6 +163,24 @@ async def test_each_fork_starts_with_the_templates_options_and_its_own_files() -
         assert len({connection for connection, _ in seen}) == len({profile for _, profile in seen}) == 2
 
 
+async def test_the_template_loads_the_pools_kernel_side_modules_once_for_every_fork() -> None:
+    """`KernelPool(modules=...)`: every fork starts with them (no `ensure_module` round trip), each
+    with its own copy: what one kernel changes in it, another does not see."""
+    modules = {"_nbagent_probe": "VALUE = 42\n"}
+    async with KernelPool(2, KernelConfig(sandbox=True), start="fork", modules=modules) as pool:
+        first, second = pool.kernels
+        assert "_nbagent_probe" in first._modules
+        assert (
+            _value(
+                await first.execute("import _nbagent_probe\n_nbagent_probe.VALUE += 1\n_nbagent_probe.VALUE")
+            )
+            == 43
+        )
+        assert _value(await second.execute("import _nbagent_probe\n_nbagent_probe.VALUE")) == 42
+        await first.ensure_module("_nbagent_probe", "VALUE = 0\n")  # already there: nothing sent
+        assert _value(await first.execute("_nbagent_probe.VALUE")) == 43
+
+
 def test_forking_needs_namespaces() -> None:
     with pytest.raises(ConfigError, match="private_processes=False"):
         ForkServer(KernelConfig(private_processes=False))

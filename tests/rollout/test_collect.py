@@ -217,3 +217,13 @@ async def test_kernels_that_cannot_start_fail_the_run_plainly_before_any_episode
         await collect(env, make_agent(server, env), out=out, concurrency=2)
     assert not out.exists() or out.read_text() == ""
     assert server.requests == []
+
+
+def test_a_collections_pool_holds_the_agents_kernel_side_modules() -> None:
+    """Forked, its template loads them, so a kernel's first episode sends no module."""
+    from nbagent.agent.episode import kernel_modules
+    from nbagent.rollout.local import episode_pool
+
+    pool = episode_pool(None, 2)
+    assert pool.modules == dict(kernel_modules())
+    assert set(pool.modules) == {"_nbagent_notepad", "_nbagent_tools"}
