@@ -64,7 +64,6 @@ def episode_tool(function: Callable[..., Any], key: Any) -> Tool:
 
 
 @functools.cache
-@functools.cache
 def kernel_modules() -> Mapping[str, str]:
     """The kernel-side modules every episode loads (name to source, as `Kernel.ensure_module` takes
     them): the notepad's classes and the tool stubs' module. A pool that forks its kernels loads them
@@ -75,6 +74,7 @@ def kernel_modules() -> Mapping[str, str]:
     return {notepad.KERNEL_MODULE: notepad.kernel_source(), tools_name: tools_source}
 
 
+@functools.cache
 def package_versions() -> dict[str, str]:
     """Versions of Python and the packages that shape an episode, for the trajectory."""
     versions = {"python": platform.python_version()}
