@@ -12,13 +12,13 @@ import importlib.metadata
 import platform
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from nbagent.agent import notepad
+from nbagent.agent import kernel_side
 from nbagent.agent.actions import ActionParser
 from nbagent.agent.history import ContextBudgetExceeded, ContextBuilder, ContextPolicy, Turn, token_counter
 from nbagent.agent.notepad import Notepad, kernel_setup_code, render_notepad
@@ -61,17 +61,6 @@ def episode_tool(function: Callable[..., Any], key: Any) -> Tool:
     if template is None:
         template = _EPISODE_TOOLS[(name, key)] = Tool(function, run_in_thread=False)
     return template.bound_to(function)
-
-
-@functools.cache
-def kernel_modules() -> Mapping[str, str]:
-    """The kernel-side modules every episode loads (name to source, as `Kernel.ensure_module` takes
-    them): the notepad's classes and the tool stubs' module. A pool that forks its kernels loads them
-    once in its template (`KernelPool(modules=...)`), so no episode sends them."""
-    from nbagent.tools.bridge import kernel_module
-
-    tools_name, tools_source = kernel_module()
-    return {notepad.KERNEL_MODULE: notepad.kernel_source(), tools_name: tools_source}
 
 
 @functools.cache
@@ -163,7 +152,7 @@ class Episode:
             return revived
         code = kernel_setup_code(self.notepad_state, reserved=[*bridge.toolset.names, "notepad"])
         try:
-            for name, source in kernel_modules().items():
+            for name, source in kernel_side.kernel_modules().items():
                 await kernel.ensure_module(name, source)
             await bridge.install(kernel, then=code)
         except (ToolError, KernelError) as exc:

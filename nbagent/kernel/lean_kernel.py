@@ -1,48 +1,18 @@
-"""ipykernel's kernel with less work per message: what every nbagent kernel runs.
+"""ipykernel's kernel with less work per message and per kernel: what every nbagent kernel runs.
 
-The same `IPythonKernel` and Jupyter protocol, with six costs of ipykernel 7 and IPython removed that
-py-spy found on a kernel running ``x = 6 * 7; print(x)`` cells (each a few percent of its CPU per cell;
-what they save together is measured in ``benchmarks/kernel.py``):
-
-- No shell channel thread. ipykernel 7 receives every shell message on a thread of its own that checks
-  it and forwards it to the main thread over an in-process socket, and sends every reply back the same
-  way: two thread hand-offs per request, which cost most when hundreds of kernels share two cores.
-  That thread exists for subshells (JEP 91), which nbagent never asks for; without it the main thread
-  reads the shell socket itself, ipykernel's own code path for kernels without subshells.
-- The log's level is the application's. traitlets leaves the logger at DEBUG and filters in the
-  handler, so each request formats half a dozen debug records that nobody sees.
-- `_accepts_parameters`, which ipykernel calls with `inspect.signature` on every execute request, is
-  answered once per method.
-- A cell without the word ``await`` or ``async`` is not compiled a second time to learn whether it
-  has a top-level ``await``.
-- A cell without IPython's syntax (no ``%magic``, ``!command``, ``obj?``, pasted prompt, leading
-  indent or line of only blanks: `plain_python`) skips IPython's static input transformations,
-  which tokenize it to leave it as it is (see ``docs/kernel.md`` for the figures); a one-line cell
-  still goes through the dynamic ones (automagic, autocall).
-- IOPub messages of the kernel's own process go out at once, on the thread that sends them
-  (`LeanIOPubThread`), and a flush of stdout or stderr sends what was written on the thread that
-  asks (`LeanOutStream`): no wake-up of the IOPub thread and wait for the GIL per message (a trivial
-  cell sends five) and no round trip through it per flush (ipykernel flushes both streams before
-  every reply). Text written to the file descriptors (``os.write``, subprocesses) before a flush is
-  read from their pipe first, so it comes with its cell, and nothing sends out of order: every use
-  of the socket, and each flush from taking the text to sending it, holds one lock.
-
-Fewer threads and less start-up per kernel, which count where a thousand share a machine: the
-heartbeat answers on the kernel's ZMQ context (ipykernel gives it one of its own, with an I/O thread
-and a reaper), and the IOPub thread's event loop reads the stdout and stderr descriptors' pipes
-(ipykernel reads each on a thread of its own): 6 threads instead of 10. A fork of a template gets
-the options the template parsed once (`LeanKernelApp.prepare`) and, without debugpy, no sockets for
-a debugger. In a kernel without debugpy (forked kernels: their template leaves it out),
-`IPythonKernel` does not list every loaded module's file for a debugger it will not have. Reading
-them writes to about 4 MiB of the template's shared pages, which a fork then copies; a kernel writes
-to many of them later anyway, so each fork takes about 0.9 MiB less in all.
-
-Two changes are fixes, not savings. An input request (a tool call) waits until a frontend's stdin
-socket has connected: a client connects its sockets when the kernel starts, before the kernel listens,
-and ZMQ retries each on its own timer; the kernel's ROUTER socket drops a message to a peer that has
-not connected yet, so a tool called in the first cell could be lost and the cell hang to its timeout.
-And a shutdown request ends the process: ipykernel's clean-up ends by terminating the ZMQ context,
-which waits for every socket of it to close, the watch on the stdin socket's too.
+The same `IPythonKernel` and Jupyter protocol, less costs that py-spy and the kernels' memory showed
+(each explained and measured in ``docs/kernel.md``, "The kernel process"): no shell channel thread
+(no subshells); the log's level is the application's; `_accepts_parameters` answered once per
+method; no second compile of a cell without ``await``/``async``; no static input transformations
+for a cell without IPython's syntax (`plain_python`; one-line cells keep the dynamic ones); IOPub
+messages sent at once on the sending thread and flushes on the asking thread (`LeanIOPubThread`,
+`LeanOutStream`, one lock for every use of the socket, the descriptors' pipe read first); the
+heartbeat on the kernel's ZMQ context and the descriptors' pipes read by the IOPub thread's loop
+(6 threads, not 10); in a fork of a template, options parsed once by the template
+(`LeanKernelApp.prepare`) and, without debugpy, no debugger's sockets nor list of every module's
+file. Two fixes: an input request waits until a frontend's stdin socket has connected (ZMQ's ROUTER
+drops messages to a peer not yet there), and a shutdown request ends the process (ipykernel's
+clean-up waits for every socket of the context, the stdin watch's too).
 
 Runs as a script (``python -P lean_kernel.py -f CONNECTION_FILE ...``, like ``ipykernel_launcher``)
 and is imported by file in the fork template. It imports only the standard library, ipykernel, IPython
@@ -52,14 +22,15 @@ and traitlets.
 from __future__ import annotations
 
 import contextvars
+import importlib.util
 import logging
 import os
-import re
 import sys
 import threading
 import types
 from contextlib import nullcontext
-from typing import Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 from ipykernel import ipkernel, kernelapp
@@ -68,17 +39,10 @@ from ipykernel.heartbeat import Heartbeat
 from ipykernel.iostream import IOPubThread, OutStream
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
-from ipykernel.zmqshell import ZMQInteractiveShell
-from IPython.core.inputtransformer2 import TransformerManager
 from traitlets import DottedObjectName
 from zmq.eventloop.zmqstream import ZMQStream
 from zmq.utils.monitor import recv_monitor_message
 
-_SPECIAL_START = re.compile(r"\s*(?:[%!?,;/]|>>>|\.\.\.|In \[|\[nav\]|\[ins\])")
-"""IPython's escapes (``%magic``, ``!command``, ``?obj``, ``,f a``, ``;f a``, ``/f a``) and pasted
-prompts (``>>>``, ``...``, ``In [1]:``), at the start of a line."""
-_SPECIAL_ASSIGN = re.compile(r"=\s*[%!]")
-"""``a = %magic`` and ``a = !command``."""
 _PEER_POLL_MS = 50
 """How often a kernel waiting for its stdin peer looks for a Ctrl-C (an interrupt)."""
 _NO_MODULES = types.SimpleNamespace(modules={})
@@ -88,8 +52,24 @@ _PIPE_READ = 65536
 _pid = os.getpid()
 """This process's id, kept by a fork hook: ipykernel asks `os.getpid` (a system call) a few times per
 message to learn whether it runs in a forked subprocess."""
-_STOCK = TransformerManager()  # type: ignore[no-untyped-call]
-"""IPython's own transformations, to tell whether a shell's were changed (an extension's added)."""
+
+
+def _sibling(name: str) -> types.ModuleType:
+    """The module `name` beside this file, loaded by path as ``_nbagent_<name>`` (a kernel imports
+    nothing of nbagent, and a fork template loads this file by path too)."""
+    spec = importlib.util.spec_from_file_location(f"_nbagent_{name}", Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None
+    assert spec.loader is not None
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING or __package__:  # imported as nbagent.kernel.lean_kernel (tests, tools)
+    from nbagent.kernel.lean_shell import LeanShell, plain_python
+else:  # a kernel: this file runs as a script, or a fork template loaded it by path
+    _shell = _sibling("lean_shell")
+    LeanShell, plain_python = _shell.LeanShell, _shell.plain_python
 
 
 def _note_pid() -> None:
@@ -98,24 +78,6 @@ def _note_pid() -> None:
 
 
 os.register_at_fork(after_in_child=_note_pid)
-
-
-def plain_python(cell: str) -> bool:
-    """Whether IPython's static input transformations would leave `cell` as it is: False wherever
-    its syntax (escapes, ``obj?``, ``a = %magic``, pasted prompts), a leading blank line or indent,
-    or a line of only blanks (which its dedent empties, in strings too) could be. Lines are
-    IPython's (`str.splitlines`: a form feed ends one too). A one-line cell's dynamic
-    transformations (automagic, autocall: they depend on the namespace) are not static ones."""
-    lines = cell.splitlines()
-    return (
-        bool(lines)
-        and not cell[0].isspace()
-        and _SPECIAL_ASSIGN.search(cell) is None
-        and not any(
-            _SPECIAL_START.match(line) or line.rstrip().endswith("?") or (line and line.isspace())
-            for line in lines
-        )
-    )
 
 
 class _NoShellChannelThread:
@@ -128,44 +90,6 @@ class _NoShellChannelThread:
 
     def __bool__(self) -> bool:
         return False
-
-
-class LeanShell(ZMQInteractiveShell):
-    """`ZMQInteractiveShell` that knows a cell without the word ``await`` or ``async`` has no
-    top-level ``await`` (``async for``, ``async with``) without compiling it a second time, and a
-    `plain_python` cell has no static transformation to make, unless transformations were added
-    (a one-line cell still goes through IPython's dynamic ones, as in `InteractiveShell`)."""
-
-    def transform_cell(self, raw_cell: str) -> str:
-        manager = self.input_transformer_manager
-        if (
-            not self.input_transformers_post
-            and manager.cleanup_transforms == _STOCK.cleanup_transforms
-            and manager.line_transforms == _STOCK.line_transforms
-            and manager.token_transformers == _STOCK.token_transformers
-            and plain_python(raw_cell)
-        ):
-            static = raw_cell if raw_cell.endswith("\n") else raw_cell + "\n"
-            if len(static.splitlines()) == 1:
-                with self.builtin_trap:
-                    return self.prefilter_manager.prefilter_lines(static) + "\n"  # type: ignore[union-attr,no-any-return]
-            return static
-        cell: str = super().transform_cell(raw_cell)  # type: ignore[no-untyped-call]
-        return cell
-
-    def should_run_async(
-        self, raw_cell: str, *, transformed_cell: str | None = None, preprocessing_exc_tuple: Any = None
-    ) -> bool:
-        if (
-            transformed_cell is not None
-            and "await" not in transformed_cell
-            and "async" not in transformed_cell
-        ):
-            return False
-        answer: bool = super().should_run_async(
-            raw_cell, transformed_cell=transformed_cell, preprocessing_exc_tuple=preprocessing_exc_tuple
-        )
-        return answer
 
 
 class LeanKernel(IPythonKernel):
@@ -349,12 +273,10 @@ def _stream(socket: zmq.Socket[bytes] | None, *args: Any) -> ZMQStream | None:
     return None if socket is None else ZMQStream(socket, *args)
 
 
-class _WithoutDebuggerNotice(logging.Filter):
-    """Drops ipykernel's warning that a kernel without the debugger's socket will not debug: in a
-    kernel without debugpy that is by design, and the kernel's log is what errors quote."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("debugpy_stream undefined")
+def _without_debugger_notice(record: logging.LogRecord) -> bool:
+    """Drops ipykernel's warning that a kernel without the debugger's socket will not debug (by
+    design here; the kernel's log is what errors quote)."""
+    return not record.getMessage().startswith("debugpy_stream undefined")
 
 
 class LeanKernelApp(IPKernelApp):
@@ -426,7 +348,7 @@ class LeanKernelApp(IPKernelApp):
 
     def init_kernel(self) -> None:
         if self.debugpy_socket is None:
-            self.log.addFilter(_WithoutDebuggerNotice())
+            self.log.addFilter(_without_debugger_notice)
         kernelapp.ZMQStream = _stream  # type: ignore[attr-defined,assignment]
         try:
             super().init_kernel()  # type: ignore[no-untyped-call]

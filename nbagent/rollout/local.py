@@ -35,7 +35,7 @@ def episode_pool(config: KernelConfig | None, size: int) -> KernelPool:
     """The kernel pool of a collection: `size` kernels, forked from a template where bubblewrap works
     (they start in milliseconds and share memory, and the template holds the agent's kernel-side
     modules: a first episode on a kernel costs no more than the next), reset lazily between episodes."""
-    from nbagent.agent.episode import kernel_modules
+    from nbagent.agent.kernel_side import kernel_modules
     from nbagent.kernel import KernelConfig, KernelPool
     from nbagent.kernel.forked import fork_unavailable
     from nbagent.kernel.pool import StartMode

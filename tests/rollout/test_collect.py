@@ -221,7 +221,7 @@ async def test_kernels_that_cannot_start_fail_the_run_plainly_before_any_episode
 
 def test_a_collections_pool_holds_the_agents_kernel_side_modules() -> None:
     """Forked, its template loads them, so a kernel's first episode sends no module."""
-    from nbagent.agent.episode import kernel_modules
+    from nbagent.agent.kernel_side import kernel_modules
     from nbagent.rollout.local import episode_pool
 
     pool = episode_pool(None, 2)
