@@ -10,9 +10,10 @@ messages sent at once on the sending thread and flushes on the asking thread (`L
 heartbeat on the kernel's ZMQ context and the descriptors' pipes read by the IOPub thread's loop
 (6 threads, not 10); in a fork of a template, options parsed once by the template
 (`LeanKernelApp.prepare`) and, without debugpy, no debugger's sockets nor list of every module's
-file. Two fixes: an input request waits until a frontend's stdin socket has connected (ZMQ's ROUTER
-drops messages to a peer not yet there), and a shutdown request ends the process (ipykernel's
-clean-up waits for every socket of the context, the stdin watch's too).
+file; an input reply awaited without a wake-up every 10 ms (`StdinWaits`). Two fixes: an input
+request waits until a frontend's stdin socket has connected (ZMQ's ROUTER drops messages to a peer
+not yet there), and a shutdown request ends the process (ipykernel's clean-up waits for every socket
+of the context, the stdin watch's too).
 
 Runs as a script (``python -P lean_kernel.py -f CONNECTION_FILE ...``, like ``ipykernel_launcher``)
 and is imported by file in the fork template. It imports only the standard library, ipykernel, IPython
@@ -41,10 +42,7 @@ from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 from traitlets import DottedObjectName
 from zmq.eventloop.zmqstream import ZMQStream
-from zmq.utils.monitor import recv_monitor_message
 
-_PEER_POLL_MS = 50
-"""How often a kernel waiting for its stdin peer looks for a Ctrl-C (an interrupt)."""
 _NO_MODULES = types.SimpleNamespace(modules={})
 """What `IPythonKernel.__init__` sees as `sys` in a kernel without a debugger: no modules to list."""
 _PIPE_READ = 65536
@@ -67,9 +65,11 @@ def _sibling(name: str) -> types.ModuleType:
 
 if TYPE_CHECKING or __package__:  # imported as nbagent.kernel.lean_kernel (tests, tools)
     from nbagent.kernel.lean_shell import LeanShell, plain_python
+    from nbagent.kernel.lean_stdin import StdinWaits
 else:  # a kernel: this file runs as a script, or a fork template loaded it by path
     _shell = _sibling("lean_shell")
     LeanShell, plain_python = _shell.LeanShell, _shell.plain_python
+    StdinWaits = _sibling("lean_stdin").StdinWaits
 
 
 def _note_pid() -> None:
@@ -92,7 +92,7 @@ class _NoShellChannelThread:
         return False
 
 
-class LeanKernel(IPythonKernel):
+class LeanKernel(StdinWaits, IPythonKernel):
     """`IPythonKernel` that reads its shell socket on the main thread (no subshells), with a
     `LeanShell`."""
 
@@ -109,31 +109,10 @@ class LeanKernel(IPythonKernel):
         finally:
             ipkernel.sys = sys  # type: ignore[attr-defined]
         self.shell_channel_thread = _NoShellChannelThread()
-        self.stdin_monitor: zmq.Socket[bytes] | None = None
-        """Events of the stdin socket's connections (set by `LeanKernelApp`; None once one connected)."""
 
     @property
     def _supports_kernel_subshells(self) -> bool:
         return False
-
-    def _input_request(self, prompt: str, ident: Any, parent: Any, password: bool = False) -> str:
-        self._await_stdin_peer()
-        value: str = super()._input_request(prompt, ident, parent, password)
-        return value
-
-    def _await_stdin_peer(self) -> None:
-        """Until a frontend's stdin socket has connected (at once after the first time)."""
-        monitor = self.stdin_monitor
-        if monitor is None:
-            return
-        while not (
-            monitor.poll(_PEER_POLL_MS)
-            and recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
-        ):
-            pass
-        self.stdin_monitor = None
-        self.stdin_socket.disable_monitor()
-        monitor.close(linger=0)
 
 
 class _ForkAware:

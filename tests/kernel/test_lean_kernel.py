@@ -388,3 +388,38 @@ def test_a_shutdown_request_ends_the_kernels_process(lean_manager: KernelManager
     while process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process.poll() == 0, "the kernel did not exit within 30 s of a shutdown request"
+
+
+def _switches(pid: int) -> int:
+    """How often the main thread of process `pid` has given up the CPU (each sleep and wake-up)."""
+    status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+
+def test_a_kernel_awaiting_an_input_reply_sleeps_drops_junk_and_wakes_for_an_interrupt(
+    lean_manager: KernelManager,
+) -> None:
+    """While the host computes a tool's reply the kernel does not wake (ipykernel polls every 10 ms: a
+    thousand waiting kernels took the CPU the host needed to answer them); a message that is not a
+    valid reply is dropped and the wait goes on; an interrupt ends the wait at once."""
+    kc = _client(lean_manager)
+    kc.start_channels(shell=False, iopub=False, stdin=True, hb=False)
+    pid = lean_manager.provisioner.process.pid  # type: ignore[union-attr]
+    kc.execute("get_ipython().kernel.raw_input('tool?')", allow_stdin=True)
+    assert kc.get_stdin_msg(timeout=10)["content"]["prompt"] == "tool?"
+    before = _switches(pid)
+    time.sleep(1.0)
+    assert _switches(pid) - before <= 5, "the main thread woke while awaiting the reply"
+
+    kc.stdin_channel.socket.send_multipart([b"<IDS|MSG>", b"not signed", b"{}", b"{}", b"{}", b"{}"])
+    kc.input("Ada")
+    while (msg := kc.get_iopub_msg(timeout=10))["msg_type"] != "execute_result":
+        pass
+    assert msg["content"]["data"]["text/plain"] == "'Ada'"
+
+    msg_id = kc.execute("get_ipython().kernel.raw_input('again?')", allow_stdin=True)
+    kc.get_stdin_msg(timeout=10)
+    lean_manager.interrupt_kernel()
+    while (reply := kc.get_shell_msg(timeout=10))["parent_header"]["msg_id"] != msg_id:
+        pass
+    assert (reply["content"]["status"], reply["content"]["ename"]) == ("error", "KeyboardInterrupt")
