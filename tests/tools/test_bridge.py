@@ -181,11 +181,16 @@ async def test_a_cell_timing_out_inside_a_tool_call_is_recorded(kernel: Kernel) 
         return "unreachable"
 
     bridge = ToolBridge([wait_forever])
+    await bridge.run_cell(kernel, "kept = 7")
     result = await bridge.run_cell(kernel, "wait_forever()", timeout=1)
     assert result.status is CellStatus.TIMEOUT
     (call,) = result.tool_calls
     assert call.error is not None
     assert call.error.startswith("cancelled")
+    # The interrupt ended the kernel's wait for the reply: no restart, the variables are still there.
+    assert not result.state_lost
+    after = await bridge.run_cell(kernel, "kept")
+    assert [o.data["text/plain"] for o in after.outputs if isinstance(o, ExecuteResult)] == ["7"]
 
 
 async def test_stubs_come_back_after_a_crash_and_a_pool_reset(bridge: ToolBridge) -> None:
