@@ -43,11 +43,14 @@ class StdinWaits:
         reply: dict[str, Any] | None = None
         while reply is None:
             try:
-                if socket.poll(_REPLY_POLL_MS):
-                    reply = session.recv(socket)[1]
+                ready = socket.poll(_REPLY_POLL_MS)
             except KeyboardInterrupt:
                 raise KeyboardInterrupt("Interrupted by user") from None  # without this wait's frames
-            except Exception:
+            if not ready:
+                continue
+            try:
+                reply = session.recv(socket)[1]
+            except Exception:  # a bad signature or garbled frames: not the host's reply
                 self.log.warning("an invalid input reply was dropped", exc_info=True)
         value = reply.get("content", {}).get("value", "")
         if value == _EOF:
