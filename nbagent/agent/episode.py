@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from nbagent.agent import kernel_side
+from nbagent.agent import notepad
 from nbagent.agent.actions import ActionParser
 from nbagent.agent.history import ContextBudgetExceeded, ContextBuilder, ContextPolicy, Turn, token_counter
 from nbagent.agent.notepad import Notepad, kernel_setup_code, render_notepad
@@ -152,9 +152,8 @@ class Episode:
             return revived
         code = kernel_setup_code(self.notepad_state, reserved=[*bridge.toolset.names, "notepad"])
         try:
-            for name, source in kernel_side.kernel_modules().items():
-                await kernel.ensure_module(name, source)
-            await bridge.install(kernel, then=code)
+            await kernel.ensure_module(notepad.KERNEL_MODULE, notepad.kernel_source())
+            await bridge.install(kernel, then=code)  # which ensures the stubs' module
         except (ToolError, KernelError) as exc:
             raise AgentRunError(f"Setting up the tools and the notepad in the kernel failed: {exc}") from exc
         self.kernel_generation = kernel.generation
